@@ -1,0 +1,274 @@
+//! One observed HTTP/1.x exchange: the input of contract inference.
+
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+
+/// Nanoseconds since the Unix epoch, as recorded by the capture.
+pub type TimestampNs = u64;
+
+/// The connection an exchange travelled on, oriented client -> server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct FlowId {
+    /// The side that sent the request.
+    pub client: SocketAddr,
+    /// The side that answered (the gateway).
+    pub server: SocketAddr,
+}
+
+/// HTTP/1 minor version as written on the start line (`HTTP/1.0` or `HTTP/1.1`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HttpVersion {
+    /// `HTTP/1.0`
+    #[serde(rename = "HTTP/1.0")]
+    Http10,
+    /// `HTTP/1.1`
+    #[serde(rename = "HTTP/1.1")]
+    Http11,
+}
+
+impl HttpVersion {
+    /// Maps httparse's minor version number.
+    pub fn from_minor(minor: u8) -> Self {
+        if minor == 0 {
+            HttpVersion::Http10
+        } else {
+            HttpVersion::Http11
+        }
+    }
+}
+
+/// One header field. Values that are not UTF-8 are kept lossily.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Header {
+    /// Field name as sent (case preserved).
+    pub name: String,
+    /// Field value, trimmed of surrounding whitespace.
+    pub value: String,
+}
+
+/// A message body: its sizes and a bounded, decoded sample.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Body {
+    /// Bytes of body on the wire, after message framing (chunk headers
+    /// excluded) and before content decoding.
+    pub wire_len: u64,
+    /// Bytes after content decoding (gzip, deflate, br); equals `wire_len`
+    /// when there is no content coding or decoding failed.
+    pub decoded_len: u64,
+    /// The first bytes of the decoded body, at most the configured sample size.
+    #[serde(with = "sample_serde", default, skip_serializing_if = "Vec::is_empty")]
+    pub sample: Vec<u8>,
+    /// The sample is shorter than the body (size bound, gap, or decode bound).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sample_truncated: bool,
+}
+
+/// The request half of an exchange.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    /// Method token (`GET`, `POST`, ...).
+    pub method: String,
+    /// Request target as sent (origin form, absolute form, authority or `*`).
+    pub target: String,
+    /// Protocol version.
+    pub version: HttpVersion,
+    /// Header fields in wire order.
+    pub headers: Vec<Header>,
+    /// Body sizes and sample.
+    pub body: Body,
+}
+
+/// The response half of an exchange.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Response {
+    /// Status code.
+    pub status: u16,
+    /// Reason phrase as sent.
+    pub reason: String,
+    /// Protocol version.
+    pub version: HttpVersion,
+    /// Header fields in wire order.
+    pub headers: Vec<Header>,
+    /// Body sizes and sample.
+    pub body: Body,
+    /// Interim (1xx) responses seen before this one, by status code.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub interim: Vec<u16>,
+}
+
+/// The four capture timestamps of an exchange.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Timing {
+    /// First byte of the request seen.
+    pub request_first_ns: TimestampNs,
+    /// Last byte of the request seen.
+    pub request_last_ns: TimestampNs,
+    /// First byte of the (final) response seen.
+    pub response_first_ns: Option<TimestampNs>,
+    /// Last byte of the response seen.
+    pub response_last_ns: Option<TimestampNs>,
+}
+
+impl Timing {
+    /// Server time: response first byte minus request last byte.
+    pub fn latency_ns(&self) -> Option<u64> {
+        self.response_first_ns
+            .map(|r| r.saturating_sub(self.request_last_ns))
+    }
+
+    /// Total time: response last byte minus request first byte.
+    pub fn total_ns(&self) -> Option<u64> {
+        self.response_last_ns
+            .map(|r| r.saturating_sub(self.request_first_ns))
+    }
+}
+
+/// What went wrong or was unusual while observing an exchange.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Anomalies {
+    /// Bytes of this exchange were missing from the capture.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub gap: bool,
+    /// A message ended before its framing said it would (close, timeout, end of capture).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
+    /// The connection was reset during the exchange.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reset: bool,
+    /// No response was seen for the request.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unanswered: bool,
+    /// The connection switched protocols (Upgrade or CONNECT); parsing stopped after this exchange.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub upgraded: bool,
+    /// Ambiguous framing (Content-Length with Transfer-Encoding, duplicate lengths, ...),
+    /// the shapes used for request smuggling.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ambiguous_framing: bool,
+    /// A content coding could not be decoded (corrupt data or over the bound).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub decode_failed: bool,
+}
+
+impl Anomalies {
+    /// True when nothing unusual was seen.
+    pub fn is_clean(&self) -> bool {
+        *self == Anomalies::default()
+    }
+}
+
+/// One HTTP/1.x request and, when seen, its final response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exchange {
+    /// Connection the exchange travelled on.
+    pub flow: FlowId,
+    /// Position of this exchange on its connection (0 for the first request).
+    pub seq_on_flow: u32,
+    /// The request.
+    pub request: Request,
+    /// The final response, if one was seen.
+    pub response: Option<Response>,
+    /// Capture timestamps.
+    pub timing: Timing,
+    /// Anomaly flags.
+    pub anomalies: Anomalies,
+}
+
+impl Exchange {
+    /// Value of the first header with this name (ASCII case-insensitive).
+    pub fn request_header(&self, name: &str) -> Option<&str> {
+        find_header(&self.request.headers, name)
+    }
+
+    /// Value of the first response header with this name.
+    pub fn response_header(&self, name: &str) -> Option<&str> {
+        self.response
+            .as_ref()
+            .and_then(|r| find_header(&r.headers, name))
+    }
+}
+
+/// First header with this name, compared ASCII case-insensitively.
+pub fn find_header<'a>(headers: &'a [Header], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case(name))
+        .map(|h| h.value.as_str())
+}
+
+/// Body samples travel as UTF-8 text when they are valid UTF-8, else as
+/// lowercase hex prefixed with `hex:` so JSON lines stay readable.
+mod sample_serde {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        match std::str::from_utf8(v) {
+            Ok(t) if !t.starts_with("hex:") => s.serialize_str(t),
+            _ => {
+                let mut out = String::with_capacity(4 + v.len() * 2);
+                out.push_str("hex:");
+                for b in v {
+                    out.push(char::from(HEX[(b >> 4) as usize]));
+                    out.push(char::from(HEX[(b & 15) as usize]));
+                }
+                s.serialize_str(&out)
+            }
+        }
+    }
+
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let t = String::deserialize(d)?;
+        match t.strip_prefix("hex:") {
+            Some(h) => {
+                if h.len() % 2 != 0 {
+                    return Err(serde::de::Error::custom("odd hex length"));
+                }
+                (0..h.len())
+                    .step_by(2)
+                    .map(|i| {
+                        u8::from_str_radix(&h[i..i + 2], 16).map_err(serde::de::Error::custom)
+                    })
+                    .collect()
+            }
+            None => Ok(t.into_bytes()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(sample: &[u8]) -> Body {
+        Body {
+            wire_len: sample.len() as u64,
+            decoded_len: sample.len() as u64,
+            sample: sample.to_vec(),
+            sample_truncated: false,
+        }
+    }
+
+    #[test]
+    fn binary_and_text_samples_round_trip_through_json() {
+        for s in [&b"{\"a\":1}"[..], &[0xff, 0x00, 0x10][..], b"hex:looks-like-hex"] {
+            let b = body(s);
+            let j = serde_json::to_string(&b).expect("serialize");
+            let back: Body = serde_json::from_str(&j).expect("deserialize");
+            assert_eq!(back, b, "{j}");
+        }
+    }
+
+    #[test]
+    fn latency_is_server_time() {
+        let t = Timing {
+            request_first_ns: 10,
+            request_last_ns: 20,
+            response_first_ns: Some(70),
+            response_last_ns: Some(100),
+        };
+        assert_eq!(t.latency_ns(), Some(50));
+        assert_eq!(t.total_ns(), Some(90));
+    }
+}

@@ -1,0 +1,1 @@
+//! Drives source -> decode -> tcp -> http1.

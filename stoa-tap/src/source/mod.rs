@@ -1,0 +1,3 @@
+//! Where frames come from. Offline capture files for now.
+
+pub mod pcap_file;
