@@ -1,1 +1,1 @@
-
+// end-to-end tests: see below

@@ -11,4 +11,5 @@ pub mod flow;
 pub mod http1;
 pub mod pipeline;
 pub mod source;
+pub mod summary;
 pub mod tcp;

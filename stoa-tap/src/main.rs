@@ -1,1 +1,8 @@
-fn main() {}
+//! The `stoa-tap` command line.
+#![forbid(unsafe_code)]
+
+mod cli;
+
+fn main() {
+    std::process::exit(cli::main());
+}

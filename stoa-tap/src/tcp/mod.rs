@@ -1,0 +1,535 @@
+//! TCP: the flow table and per-direction stream reassembly.
+//!
+//! Each connection is keyed by its address pair (both directions share one
+//! entry) and oriented client -> server from the configured server ports, the
+//! handshake, or the first payload. Each direction is reassembled into ordered
+//! bytes handed to a [`StreamHandler`]: in-order data is passed through
+//! borrowed from the packet (no copy); out-of-order data is buffered up to a
+//! per-flow and a global cap; bytes the capture never saw become explicit gap
+//! events. Retransmissions and overlaps keep the first copy; differing bytes
+//! in an overlap are counted as conflicts.
+
+mod reassembly;
+
+pub use reassembly::HalfStream;
+
+use crate::decode::{TcpFlags, TcpSegment};
+use crate::flow::{CloseReason, Direction, EndKind};
+use contracts::FlowId;
+use rustc_hash::FxHashMap;
+use std::net::SocketAddr;
+
+/// Receives the reassembled streams of one connection.
+pub trait StreamHandler: Sized {
+    /// State shared by all connections (outputs, counters).
+    type Ctx;
+    /// A new connection with known orientation.
+    fn open(flow: FlowId, ctx: &mut Self::Ctx) -> Self;
+    /// In-order bytes of one direction with the capture time of their packet.
+    fn on_data(&mut self, ctx: &mut Self::Ctx, dir: Direction, data: &[u8], ts: u64);
+    /// `len` bytes of one direction that the capture did not contain.
+    fn on_gap(&mut self, ctx: &mut Self::Ctx, dir: Direction, len: u64, ts: u64);
+    /// One direction ended.
+    fn on_end(&mut self, ctx: &mut Self::Ctx, dir: Direction, kind: EndKind, ts: u64);
+    /// The connection leaves the table.
+    fn on_close(&mut self, ctx: &mut Self::Ctx, reason: CloseReason, ts: u64);
+    /// Heap bytes held by the handler (counted against the global cap).
+    fn heap_bytes(&self) -> usize;
+}
+
+/// Which connections are analysed and how they are oriented.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerPorts {
+    /// Connections to one of these ports; that side is the server.
+    List(Vec<u16>),
+    /// Any port; orientation from the handshake or the first bytes (HTTP detection).
+    Any,
+}
+
+impl ServerPorts {
+    fn contains(&self, port: u16) -> bool {
+        match self {
+            ServerPorts::List(l) => l.contains(&port),
+            ServerPorts::Any => false,
+        }
+    }
+}
+
+/// Limits and timeouts of the flow table.
+#[derive(Debug, Clone)]
+pub struct TcpConfig {
+    /// Server ports to analyse.
+    pub ports: ServerPorts,
+    /// A connection with no packet for this long (capture time) is closed.
+    pub idle_timeout_ns: u64,
+    /// Out-of-order bytes buffered per direction before giving up on a hole.
+    pub max_buffer_per_direction: usize,
+    /// Memory (buffers, parser state, flow entries) for all connections together;
+    /// over it the least recently active connections are evicted.
+    pub memory_cap: usize,
+    /// Most connections tracked at once.
+    pub max_flows: usize,
+}
+
+impl Default for TcpConfig {
+    fn default() -> Self {
+        TcpConfig {
+            ports: ServerPorts::List(vec![5555]),
+            idle_timeout_ns: 300 * 1_000_000_000,
+            max_buffer_per_direction: 4 << 20,
+            memory_cap: 64 << 20,
+            max_flows: 100_000,
+        }
+    }
+}
+
+/// Transport counters. Every skipped segment, gap and eviction is counted here.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct TcpStats {
+    /// TCP segments handed to the flow table.
+    pub segments: u64,
+    /// Segments not on an analysed server port.
+    pub segments_other_ports: u64,
+    /// Segments of connections whose content is not HTTP (`--port any`).
+    pub segments_not_http: u64,
+    /// Connections created.
+    pub flows_opened: u64,
+    /// Connections that were already open when the capture started.
+    pub flows_midstream: u64,
+    /// Connections closed by FIN or RST.
+    pub flows_closed: u64,
+    /// Connections closed by the idle timeout.
+    pub flows_idle_timeout: u64,
+    /// Connections evicted to stay within the memory cap or flow limit.
+    pub flows_evicted: u64,
+    /// Connections still open at the end of the capture.
+    pub flows_open_at_end: u64,
+    /// Payload bytes delivered in order.
+    pub bytes_delivered: u64,
+    /// Segments that only repeated bytes already received.
+    pub retransmitted_segments: u64,
+    /// Bytes dropped as repeats of data already received.
+    pub retransmitted_bytes: u64,
+    /// Segments that arrived ahead of a hole and were buffered.
+    pub out_of_order_segments: u64,
+    /// Overlapping bytes that differed from the first copy (first copy kept).
+    pub overlap_conflict_bytes: u64,
+    /// Holes the capture never filled.
+    pub gaps: u64,
+    /// Bytes missing in those holes.
+    pub gap_bytes: u64,
+    /// Holes given up because a direction's buffer hit its cap.
+    pub buffer_overflows: u64,
+    /// Connections reset.
+    pub resets: u64,
+    /// Bytes buffered out of order right now (gauge).
+    pub buffered_bytes: u64,
+    /// Highest memory use seen, as accounted for the cap.
+    pub peak_memory_bytes: u64,
+}
+
+/// Canonical key: both directions of a connection map to the same entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct FlowKey(SocketAddr, SocketAddr);
+
+impl FlowKey {
+    fn of(a: SocketAddr, b: SocketAddr) -> Self {
+        if a <= b {
+            FlowKey(a, b)
+        } else {
+            FlowKey(b, a)
+        }
+    }
+}
+
+struct Flow<H> {
+    id: FlowId,
+    /// None: not HTTP, segments are counted and ignored until the flow ends.
+    handler: Option<H>,
+    dirs: [HalfStream; 2],
+    first_ts: u64,
+    last_ts: u64,
+    handler_bytes: usize,
+}
+
+impl<H> Flow<H> {
+    fn buffered(&self) -> usize {
+        self.dirs[0].buffered_bytes() + self.dirs[1].buffered_bytes()
+    }
+}
+
+/// Approximate fixed cost of one table entry, for the memory cap.
+fn flow_overhead<H>() -> usize {
+    std::mem::size_of::<Flow<H>>() + std::mem::size_of::<FlowKey>() + 16
+}
+
+/// The table of live connections.
+pub struct FlowTable<H: StreamHandler> {
+    cfg: TcpConfig,
+    flows: FxHashMap<FlowKey, Flow<H>>,
+    /// Buffered + handler bytes over all flows (excluding fixed overhead).
+    variable_bytes: usize,
+    next_sweep_ts: u64,
+    /// Counters.
+    pub stats: TcpStats,
+}
+
+impl<H: StreamHandler> std::fmt::Debug for FlowTable<H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FlowTable")
+            .field("flows", &self.flows.len())
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+/// True if the bytes start like an HTTP/1 request line (`TOKEN SP`).
+pub fn looks_like_request(p: &[u8]) -> bool {
+    const METHODS: &[&[u8]] = &[
+        b"GET ", b"POST ", b"PUT ", b"DELETE ", b"HEAD ", b"OPTIONS ", b"PATCH ", b"CONNECT ",
+        b"TRACE ", b"PROPFIND ",
+    ];
+    METHODS.iter().any(|m| p.starts_with(m))
+}
+
+/// True if the bytes start like an HTTP/1 status line.
+pub fn looks_like_response(p: &[u8]) -> bool {
+    p.starts_with(b"HTTP/1.")
+}
+
+impl<H: StreamHandler> FlowTable<H> {
+    /// An empty table.
+    pub fn new(cfg: TcpConfig) -> Self {
+        FlowTable {
+            cfg,
+            flows: FxHashMap::default(),
+            variable_bytes: 0,
+            next_sweep_ts: 0,
+            stats: TcpStats::default(),
+        }
+    }
+
+    /// Connections currently tracked.
+    pub fn len(&self) -> usize {
+        self.flows.len()
+    }
+
+    /// True when no connection is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.flows.is_empty()
+    }
+
+    /// Memory accounted against the cap right now.
+    pub fn memory_bytes(&self) -> usize {
+        self.variable_bytes + self.flows.len() * flow_overhead::<H>()
+    }
+
+    /// Replaces the server ports (takes effect for new connections).
+    pub fn set_ports(&mut self, ports: ServerPorts) {
+        self.cfg.ports = ports;
+    }
+
+    /// Orientation of a segment that opens a flow: Some(client->server) or None to ignore.
+    fn orient(&self, seg: &TcpSegment<'_>) -> Option<FlowId> {
+        let (s, d) = (seg.src, seg.dst);
+        let src_is_server = self.cfg.ports.contains(s.port());
+        let dst_is_server = self.cfg.ports.contains(d.port());
+        let as_client = Some(FlowId {
+            client: s,
+            server: d,
+        });
+        let as_server = Some(FlowId {
+            client: d,
+            server: s,
+        });
+        let syn = seg.flags.has(TcpFlags::SYN);
+        let ack = seg.flags.has(TcpFlags::ACK);
+        match (src_is_server, dst_is_server) {
+            (false, true) => as_client,
+            (true, false) => as_server,
+            (true, true) | (false, false) => {
+                if matches!(self.cfg.ports, ServerPorts::List(_)) && !src_is_server {
+                    return None;
+                }
+                if syn && !ack {
+                    as_client
+                } else if syn && ack {
+                    as_server
+                } else if looks_like_request(seg.payload) {
+                    as_client
+                } else if looks_like_response(seg.payload) {
+                    as_server
+                } else {
+                    None
+                }
+            }
+        }
+    }
+
+    /// Feeds one decoded segment captured at `ts` (ns).
+    pub fn process(&mut self, ctx: &mut H::Ctx, seg: &TcpSegment<'_>, ts: u64) {
+        self.stats.segments += 1;
+        if ts >= self.next_sweep_ts {
+            self.sweep_idle(ctx, ts);
+            self.next_sweep_ts = ts.saturating_add(1_000_000_000);
+        }
+        let key = FlowKey::of(seg.src, seg.dst);
+        let syn_only = seg.flags.has(TcpFlags::SYN) && !seg.flags.has(TcpFlags::ACK);
+
+        // A new SYN on a tuple whose previous connection is finished or reset
+        // starts a new connection (port reuse).
+        if syn_only {
+            let restart = self.flows.get(&key).is_some_and(|f| {
+                let d = if f.id.client == seg.src { 0 } else { 1 };
+                f.dirs[d].is_started() && !f.dirs[d].is_syn_seq(seg.seq)
+            });
+            if restart {
+                self.close_flow(ctx, key, CloseReason::Closed, ts);
+            }
+        }
+
+        if !self.flows.contains_key(&key) {
+            if seg.payload.is_empty() && !seg.flags.has(TcpFlags::SYN) {
+                // A bare ACK/FIN/RST of an unknown connection opens nothing.
+                if !self.cfg.ports.contains(seg.src.port())
+                    && !self.cfg.ports.contains(seg.dst.port())
+                    && matches!(self.cfg.ports, ServerPorts::List(_))
+                {
+                    self.stats.segments_other_ports += 1;
+                }
+                return;
+            }
+            let Some(id) = self.orient(seg) else {
+                if matches!(self.cfg.ports, ServerPorts::List(_)) {
+                    self.stats.segments_other_ports += 1;
+                } else {
+                    self.stats.segments_not_http += 1;
+                }
+                return;
+            };
+            if self.flows.len() >= self.cfg.max_flows {
+                self.evict_oldest(ctx, ts, self.cfg.max_flows / 100 + 1);
+            }
+            let midstream = !seg.flags.has(TcpFlags::SYN);
+            let http_ok = match self.cfg.ports {
+                ServerPorts::List(_) => true,
+                // With any port, a connection is analysed when its first bytes are HTTP.
+                ServerPorts::Any => {
+                    !midstream
+                        || looks_like_request(seg.payload)
+                        || looks_like_response(seg.payload)
+                }
+            };
+            self.stats.flows_opened += 1;
+            if midstream {
+                self.stats.flows_midstream += 1;
+            }
+            let handler = http_ok.then(|| H::open(id, ctx));
+            self.flows.insert(
+                key,
+                Flow {
+                    id,
+                    handler,
+                    dirs: [HalfStream::default(), HalfStream::default()],
+                    first_ts: ts,
+                    last_ts: ts,
+                    handler_bytes: 0,
+                },
+            );
+        }
+
+        let cap = self.cfg.max_buffer_per_direction;
+        let any_ports = self.cfg.ports == ServerPorts::Any;
+        let Some(flow) = self.flows.get_mut(&key) else {
+            return;
+        };
+        flow.last_ts = ts;
+        let dir = if seg.src == flow.id.client {
+            Direction::ClientToServer
+        } else {
+            Direction::ServerToClient
+        };
+        let before = flow.buffered();
+        let stats = &mut self.stats;
+        let Flow { handler, dirs, .. } = flow;
+        let Some(h) = handler.as_mut() else {
+            stats.segments_not_http += 1;
+            if seg.flags.has(TcpFlags::RST) || (dirs_closed(dirs) && seg.flags.has(TcpFlags::FIN))
+            {
+                self.remove_flow(key);
+            } else if seg.flags.has(TcpFlags::FIN) {
+                dirs[dir.index()].mark_ended();
+                if dirs_closed(dirs) {
+                    self.remove_flow(key);
+                }
+            }
+            return;
+        };
+        // With --port any, a connection whose SYN was seen is dropped from
+        // analysis if its first client bytes are not HTTP.
+        if any_ports
+            && dir == Direction::ClientToServer
+            && !seg.payload.is_empty()
+            && (!dirs[0].is_started() || dirs[0].at_stream_start(seg.seq))
+            && !looks_like_request(seg.payload)
+        {
+            *handler = None;
+            stats.segments_not_http += 1;
+            return;
+        }
+
+        // The peer acknowledging bytes we never saw means they were lost from the
+        // capture: deliver that hole now, before this direction's data, so requests
+        // complete before their responses are parsed.
+        if seg.flags.has(TcpFlags::ACK) && !seg.payload.is_empty() {
+            let other = dir.reverse();
+            dirs[other.index()].acked_up_to(seg.ack, ts, stats, &mut |ev| {
+                dispatch(h, ctx, other, ev)
+            });
+        }
+
+        let half = &mut dirs[dir.index()];
+        half.segment(seg, ts, cap, stats, &mut |ev| dispatch(h, ctx, dir, ev));
+
+        let reset = seg.flags.has(TcpFlags::RST);
+        let finished = dirs_closed(dirs);
+        let after = flow.buffered();
+        let hb = flow.handler.as_ref().map_or(0, |h| h.heap_bytes());
+        let old_hb = std::mem::replace(&mut flow.handler_bytes, hb);
+        self.variable_bytes = (self.variable_bytes + after + hb).saturating_sub(before + old_hb);
+        self.stats.buffered_bytes = (self.stats.buffered_bytes + after as u64)
+            .saturating_sub(before as u64);
+
+        if reset {
+            self.stats.resets += 1;
+            self.close_flow(ctx, key, CloseReason::Closed, ts);
+        } else if finished {
+            self.close_flow(ctx, key, CloseReason::Closed, ts);
+        }
+
+        let mem = self.memory_bytes();
+        self.stats.peak_memory_bytes = self.stats.peak_memory_bytes.max(mem as u64);
+        if mem > self.cfg.memory_cap {
+            self.enforce_cap(ctx, ts);
+        }
+    }
+
+    fn remove_flow(&mut self, key: FlowKey) {
+        if let Some(f) = self.flows.remove(&key) {
+            self.release(&f);
+        }
+    }
+
+    fn release(&mut self, f: &Flow<H>) {
+        let b = f.buffered();
+        self.variable_bytes = self.variable_bytes.saturating_sub(b + f.handler_bytes);
+        self.stats.buffered_bytes = self.stats.buffered_bytes.saturating_sub(b as u64);
+    }
+
+    /// Flushes and removes one connection.
+    fn close_flow(&mut self, ctx: &mut H::Ctx, key: FlowKey, reason: CloseReason, ts: u64) {
+        let Some(mut f) = self.flows.remove(&key) else {
+            return;
+        };
+        self.release(&f);
+        match reason {
+            CloseReason::Closed => self.stats.flows_closed += 1,
+            CloseReason::IdleTimeout => self.stats.flows_idle_timeout += 1,
+            CloseReason::Evicted => self.stats.flows_evicted += 1,
+            CloseReason::EndOfCapture => self.stats.flows_open_at_end += 1,
+        }
+        let Flow { handler, dirs, .. } = &mut f;
+        let Some(h) = handler.as_mut() else {
+            return;
+        };
+        // Whatever is still buffered is delivered, holes becoming gaps.
+        for dir in [Direction::ClientToServer, Direction::ServerToClient] {
+            dirs[dir.index()].flush(ts, &mut self.stats, &mut |ev| dispatch(h, ctx, dir, ev));
+        }
+        h.on_close(ctx, reason, ts);
+    }
+
+    fn sweep_idle(&mut self, ctx: &mut H::Ctx, now: u64) {
+        let limit = self.cfg.idle_timeout_ns;
+        let mut idle: Vec<(u64, FlowKey)> = self
+            .flows
+            .iter()
+            .filter(|(_, f)| now.saturating_sub(f.last_ts) > limit)
+            .map(|(k, f)| (f.first_ts, *k))
+            .collect();
+        idle.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| cmp_key(&a.1, &b.1)));
+        for (_, k) in idle {
+            self.close_flow(ctx, k, CloseReason::IdleTimeout, now);
+        }
+    }
+
+    /// Evicts the `n` least recently active connections.
+    fn evict_oldest(&mut self, ctx: &mut H::Ctx, now: u64, n: usize) {
+        let mut all: Vec<(u64, FlowKey)> = self.flows.iter().map(|(k, f)| (f.last_ts, *k)).collect();
+        let n = n.min(all.len());
+        if n == 0 {
+            return;
+        }
+        all.select_nth_unstable_by(n - 1, |a, b| a.0.cmp(&b.0).then_with(|| cmp_key(&a.1, &b.1)));
+        all.truncate(n);
+        all.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| cmp_key(&a.1, &b.1)));
+        for (_, k) in all {
+            self.close_flow(ctx, k, CloseReason::Evicted, now);
+        }
+    }
+
+    /// Evicts least recently active connections until memory is under 90% of the cap.
+    fn enforce_cap(&mut self, ctx: &mut H::Ctx, now: u64) {
+        let target = self.cfg.memory_cap / 10 * 9;
+        let mut order: Vec<(u64, FlowKey)> =
+            self.flows.iter().map(|(k, f)| (f.last_ts, *k)).collect();
+        order.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| cmp_key(&a.1, &b.1)));
+        for (_, k) in order {
+            if self.memory_bytes() <= target {
+                break;
+            }
+            self.close_flow(ctx, k, CloseReason::Evicted, now);
+        }
+    }
+
+    /// Closes every connection (end of capture), oldest first so output order
+    /// does not depend on hash order.
+    pub fn finish(&mut self, ctx: &mut H::Ctx, ts: u64) {
+        let mut all: Vec<(u64, FlowKey)> =
+            self.flows.iter().map(|(k, f)| (f.first_ts, *k)).collect();
+        all.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| cmp_key(&a.1, &b.1)));
+        for (_, k) in all {
+            self.close_flow(ctx, k, CloseReason::EndOfCapture, ts);
+        }
+    }
+}
+
+fn cmp_key(a: &FlowKey, b: &FlowKey) -> std::cmp::Ordering {
+    (a.0, a.1).cmp(&(b.0, b.1))
+}
+
+fn dirs_closed(dirs: &[HalfStream; 2]) -> bool {
+    dirs[0].is_ended() && dirs[1].is_ended()
+}
+
+/// What reassembly hands upward.
+#[derive(Debug)]
+pub enum StreamEvent<'a> {
+    /// Ordered bytes and the capture time of their packet.
+    Data(&'a [u8], u64),
+    /// Missing bytes.
+    Gap(u64, u64),
+    /// The direction ended.
+    End(EndKind, u64),
+}
+
+fn dispatch<H: StreamHandler>(h: &mut H, ctx: &mut H::Ctx, dir: Direction, ev: StreamEvent<'_>) {
+    match ev {
+        StreamEvent::Data(d, ts) => h.on_data(ctx, dir, d, ts),
+        StreamEvent::Gap(len, ts) => h.on_gap(ctx, dir, len, ts),
+        StreamEvent::End(kind, ts) => h.on_end(ctx, dir, kind, ts),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,236 @@
+//! `stoa-tap analyze`: captures in, exchanges and a summary out.
+
+use super::exit;
+use clap::Args;
+use std::io::{BufWriter, IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::Instant;
+use stoa_tap::pipeline::{Engine, EngineConfig};
+use stoa_tap::source::pcap_file::{expand_inputs, Capture, SourceError};
+use stoa_tap::summary::Summary;
+use stoa_tap::tcp::ServerPorts;
+
+/// Options of `analyze`.
+#[derive(Debug, Args)]
+pub struct AnalyzeArgs {
+    /// Capture files (pcap, pcapng, optionally .gz) or directories of them
+    /// (e.g. tcpdump -C/-G rotations), read as one time-ordered capture.
+    #[arg(required = true, value_name = "FILE|DIR")]
+    inputs: Vec<PathBuf>,
+    /// Server port to analyse (repeatable), or `any` to detect HTTP on every port.
+    #[arg(long = "port", value_name = "PORT|any", default_value = "5555")]
+    ports: Vec<String>,
+    /// Print the summary as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Write every exchange as one JSON object per line to this file (`-` for stdout).
+    #[arg(long, value_name = "FILE")]
+    exchanges: Option<PathBuf>,
+    /// Close connections idle for this many seconds of capture time.
+    #[arg(long, default_value_t = 300, value_name = "SECS")]
+    idle_timeout: u64,
+    /// Memory for reassembly buffers and parser state, in MiB; least recently
+    /// active connections are evicted (and counted) beyond it.
+    #[arg(long, default_value_t = 64, value_name = "MIB")]
+    memory_cap: usize,
+    /// Most connections tracked at once.
+    #[arg(long, default_value_t = 100_000, value_name = "N")]
+    max_flows: usize,
+    /// Bytes of each decoded body kept in the exchange sample.
+    #[arg(long, default_value_t = 16 * 1024, value_name = "BYTES")]
+    body_sample: usize,
+    /// Never show a progress bar.
+    #[arg(long)]
+    no_progress: bool,
+}
+
+fn parse_ports(raw: &[String]) -> Result<ServerPorts, String> {
+    let mut ports = Vec::new();
+    for r in raw.iter().flat_map(|r| r.split(',')) {
+        let r = r.trim();
+        if r.eq_ignore_ascii_case("any") {
+            return Ok(ServerPorts::Any);
+        }
+        match r.parse::<u16>() {
+            Ok(p) if p != 0 => ports.push(p),
+            _ => return Err(format!("invalid --port value {r:?}: expected 1-65535 or `any`")),
+        }
+    }
+    ports.sort_unstable();
+    ports.dedup();
+    Ok(ServerPorts::List(ports))
+}
+
+fn source_exit(e: &SourceError) -> i32 {
+    match e {
+        SourceError::Io { .. } => exit::UNREADABLE,
+        SourceError::NotACapture { .. } | SourceError::EmptyDirectory { .. } => {
+            exit::NOT_A_CAPTURE
+        }
+        SourceError::Corrupt { .. } => exit::CORRUPT,
+    }
+}
+
+/// Runs `analyze`; returns the exit code.
+pub fn run(args: AnalyzeArgs) -> i32 {
+    let ports = match parse_ports(&args.ports) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::USAGE;
+        }
+    };
+    let (files, mut warnings) = match expand_inputs(&args.inputs) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return source_exit(&e);
+        }
+    };
+    let mut capture = match Capture::open(&files) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return source_exit(&e);
+        }
+    };
+
+    let mut out: Option<Box<dyn Write>> = match &args.exchanges {
+        None => None,
+        Some(p) if p.as_os_str() == "-" => Some(Box::new(BufWriter::new(std::io::stdout()))),
+        Some(p) => match std::fs::File::create(p) {
+            Ok(f) => Some(Box::new(BufWriter::with_capacity(1 << 20, f))),
+            Err(e) => {
+                eprintln!("error: {}: cannot create: {e}", p.display());
+                return exit::OUTPUT;
+            }
+        },
+    };
+
+    let mut cfg = EngineConfig::default();
+    cfg.tcp.ports = ports;
+    cfg.tcp.idle_timeout_ns = args.idle_timeout.saturating_mul(1_000_000_000);
+    cfg.tcp.memory_cap = args.memory_cap.saturating_mul(1 << 20);
+    cfg.tcp.max_flows = args.max_flows.max(1);
+    cfg.http.body_sample_bytes = args.body_sample;
+    let mut engine = Engine::new(cfg);
+
+    let progress = (!args.no_progress
+        && std::io::stderr().is_terminal()
+        && capture.total_len() > 32 << 20)
+        .then(|| {
+            let pb = indicatif::ProgressBar::new(capture.total_len());
+            pb.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            pb
+        });
+
+    let started = Instant::now();
+    let mut write_error: Option<std::io::Error> = None;
+    let mut status = exit::OK;
+    let mut n: u64 = 0;
+    loop {
+        match capture.next_with(|pkt| engine.packet(&pkt)) {
+            Ok(Some(())) => {}
+            Ok(None) => break,
+            Err(e) => {
+                // Keep everything read before the bad record.
+                eprintln!("error: {e}");
+                status = source_exit(&e);
+                break;
+            }
+        }
+        n += 1;
+        if engine.has_exchanges() {
+            write_exchanges(&mut engine, &mut out, &mut write_error);
+        }
+        if n % 65536 == 0 {
+            if let Some(pb) = &progress {
+                pb.set_position(capture.bytes_read());
+            }
+        }
+    }
+    engine.finish();
+    write_exchanges(&mut engine, &mut out, &mut write_error);
+    if let Some(pb) = progress {
+        pb.finish_and_clear();
+    }
+    if let Some(w) = out.as_mut() {
+        if let Err(e) = w.flush() {
+            write_error.get_or_insert(e);
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    warnings.extend(capture.take_warnings());
+    for w in &warnings {
+        tracing::warn!(warning = %w, "input");
+    }
+    let summary = Summary::of(
+        &engine,
+        files.iter().map(|f| f.display().to_string()).collect(),
+        elapsed,
+        warnings.iter().map(|w| w.to_string()).collect(),
+    );
+    let rendered = if args.json {
+        match serde_json::to_string_pretty(&summary) {
+            Ok(s) => s + "\n",
+            Err(e) => {
+                eprintln!("error: cannot render summary: {e}");
+                return exit::FAILURE;
+            }
+        }
+    } else {
+        summary.to_table()
+    };
+    // With exchanges on stdout, the summary goes to stderr to keep stdout JSON lines.
+    let to_stderr = args.exchanges.as_deref().is_some_and(|p| p.as_os_str() == "-");
+    let printed = if to_stderr {
+        std::io::stderr().write_all(rendered.as_bytes())
+    } else {
+        std::io::stdout().write_all(rendered.as_bytes())
+    };
+    if let Some(e) = write_error.or(printed.err()) {
+        eprintln!("error: writing output: {e}");
+        return exit::OUTPUT;
+    }
+    status
+}
+
+fn write_exchanges(
+    engine: &mut Engine,
+    out: &mut Option<Box<dyn Write>>,
+    err: &mut Option<std::io::Error>,
+) {
+    for ex in engine.take_exchanges() {
+        let Some(w) = out.as_mut() else { continue };
+        if err.is_some() {
+            continue;
+        }
+        let r = serde_json::to_writer(&mut *w, &ex)
+            .map_err(std::io::Error::other)
+            .and_then(|()| w.write_all(b"\n"));
+        if let Err(e) = r {
+            *err = Some(e);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_parse() {
+        assert_eq!(
+            parse_ports(&["5555".into(), "80,8080".into()]),
+            Ok(ServerPorts::List(vec![80, 5555, 8080]))
+        );
+        assert_eq!(parse_ports(&["any".into()]), Ok(ServerPorts::Any));
+        assert!(parse_ports(&["0".into()]).is_err());
+        assert!(parse_ports(&["http".into()]).is_err());
+    }
+}

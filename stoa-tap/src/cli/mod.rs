@@ -1,0 +1,82 @@
+//! Argument parsing, logging set-up and exit codes.
+
+mod analyze;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Exit codes, distinct per failure so scripts can tell them apart.
+pub mod exit {
+    /// Success.
+    pub const OK: i32 = 0;
+    /// Unexpected internal failure.
+    pub const FAILURE: i32 = 1;
+    /// Bad command line (clap's own code).
+    pub const USAGE: i32 = 2;
+    /// An input could not be opened or read.
+    pub const UNREADABLE: i32 = 3;
+    /// An input is not a pcap/pcapng capture.
+    pub const NOT_A_CAPTURE: i32 = 4;
+    /// An input is corrupt past its start; what came before was analysed.
+    pub const CORRUPT: i32 = 5;
+    /// An output could not be written.
+    pub const OUTPUT: i32 = 6;
+}
+
+/// Passive HTTP/1.x API-traffic analyzer for API gateways.
+#[derive(Debug, Parser)]
+#[command(name = "stoa-tap", version, about, long_about = None)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "STOA_TAP_LOG_FORMAT")]
+    log_format: LogFormat,
+    /// More logging (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Analyse capture files offline: HTTP exchanges and a capture summary.
+    Analyze(analyze::AnalyzeArgs),
+}
+
+fn init_logging(format: LogFormat, verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// Runs the command line and returns the process exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { exit::USAGE } else { exit::OK };
+            let _ = e.print();
+            return code;
+        }
+    };
+    init_logging(cli.log_format, cli.verbose);
+    match cli.command {
+        Command::Analyze(args) => analyze::run(args),
+    }
+}
