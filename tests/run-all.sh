@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The whole test suite, runnable on a fresh Debian 12 machine (as root, or with
+# sudo available): installs what it needs, then runs formatting and lint
+# checks, unit, property and end-to-end tests, and a short fuzzing pass.
+#
+# Environment:
+#   FUZZ_SECONDS   seconds per fuzz target (default 30; 0 skips fuzzing)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+# System packages: capture tools used by tests and fixture scripts.
+missing=()
+for pair in tshark:tshark tcpdump:tcpdump editcap:wireshark-common \
+            pkg-config:pkg-config ethtool:ethtool ip:iproute2; do
+  command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
+done
+dpkg -s libpcap-dev >/dev/null 2>&1 || missing+=(libpcap-dev)
+/usr/bin/python3 -c 'import scapy' >/dev/null 2>&1 || missing+=(python3-scapy)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# Rust components and tools.
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+FUZZ_SECONDS="${FUZZ_SECONDS:-30}"
+if [ "$FUZZ_SECONDS" != 0 ] && ! command -v cargo-fuzz >/dev/null 2>&1; then
+  cargo install cargo-fuzz --locked
+fi
+
+echo "== fmt"
+cargo fmt --all --check
+echo "== clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+echo "== tests"
+cargo test --workspace
+
+if [ "$FUZZ_SECONDS" != 0 ]; then
+  echo "== fuzz (${FUZZ_SECONDS}s per target)"
+  targets=$(cd stoa-tap/fuzz && cargo +nightly fuzz list)
+  for t in $targets; do
+    (cd stoa-tap/fuzz && cargo +nightly fuzz run "$t" -- -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=2048 2>&1 | tail -n 3)
+  done
+fi
+echo "all checks passed"
