@@ -1,7 +1,7 @@
 //! The engine: drives frames through decode -> tcp -> http1 and keeps every
 //! counter along the way.
 
-use crate::decode::{decode_tcp, DecodeStats};
+use crate::decode::{decode_tcp, DecodeStats, TcpSegment};
 use crate::flow::{CloseReason, Direction, EndKind};
 use crate::http1::{Connection, Http1Config, Http1Stats};
 use crate::source::pcap_file::Packet;
@@ -177,6 +177,12 @@ impl Engine {
             Ok(seg) => self.table.process(&mut self.ctx, &seg, pkt.ts_ns),
             Err(skip) => self.decode.record(&skip),
         }
+    }
+
+    /// Processes one already decoded TCP segment (sources that deliver
+    /// segments rather than frames, and tests).
+    pub fn segment(&mut self, seg: &TcpSegment<'_>, ts_ns: u64) {
+        self.table.process(&mut self.ctx, seg, ts_ns);
     }
 
     /// Takes the exchanges completed so far, counting them.

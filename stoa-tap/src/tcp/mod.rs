@@ -122,6 +122,8 @@ pub struct TcpStats {
     pub buffer_overflows: u64,
     /// Connections reset.
     pub resets: u64,
+    /// Segments of connections already closed (late retransmissions, final ACKs with data).
+    pub segments_after_close: u64,
     /// Bytes buffered out of order right now (gauge).
     pub buffered_bytes: u64,
     /// Highest memory use seen, as accounted for the cap.
@@ -158,6 +160,9 @@ impl<H> Flow<H> {
     }
 }
 
+/// How long a closed connection's late segments are recognised (Linux TIME_WAIT).
+const CLOSED_LINGER_NS: u64 = 60 * 1_000_000_000;
+
 /// Approximate fixed cost of one table entry, for the memory cap.
 fn flow_overhead<H>() -> usize {
     std::mem::size_of::<Flow<H>>() + std::mem::size_of::<FlowKey>() + 16
@@ -167,6 +172,9 @@ fn flow_overhead<H>() -> usize {
 pub struct FlowTable<H: StreamHandler> {
     cfg: TcpConfig,
     flows: FxHashMap<FlowKey, Flow<H>>,
+    /// Connections closed by FIN/RST and when, so late segments do not
+    /// reopen them as mid-stream pickups (like TIME_WAIT).
+    closed: FxHashMap<FlowKey, u64>,
     /// Buffered + handler bytes over all flows (excluding fixed overhead).
     variable_bytes: usize,
     next_sweep_ts: u64,
@@ -203,6 +211,7 @@ impl<H: StreamHandler> FlowTable<H> {
         FlowTable {
             cfg,
             flows: FxHashMap::default(),
+            closed: FxHashMap::default(),
             variable_bytes: 0,
             next_sweep_ts: 0,
             stats: TcpStats::default(),
@@ -221,7 +230,9 @@ impl<H: StreamHandler> FlowTable<H> {
 
     /// Memory accounted against the cap right now.
     pub fn memory_bytes(&self) -> usize {
-        self.variable_bytes + self.flows.len() * flow_overhead::<H>()
+        self.variable_bytes
+            + self.flows.len() * flow_overhead::<H>()
+            + self.closed.len() * (std::mem::size_of::<(FlowKey, u64)>() + 8)
     }
 
     /// Replaces the server ports (takes effect for new connections).
@@ -289,6 +300,10 @@ impl<H: StreamHandler> FlowTable<H> {
         }
 
         if !self.flows.contains_key(&key) {
+            if !seg.flags.has(TcpFlags::SYN) && self.closed.contains_key(&key) {
+                self.stats.segments_after_close += 1;
+                return;
+            }
             if seg.payload.is_empty() && !seg.flags.has(TcpFlags::SYN) {
                 // A bare ACK/FIN/RST of an unknown connection opens nothing.
                 if !self.cfg.ports.contains(seg.src.port())
@@ -324,6 +339,7 @@ impl<H: StreamHandler> FlowTable<H> {
             if midstream {
                 self.stats.flows_midstream += 1;
             }
+            self.closed.remove(&key);
             let handler = http_ok.then(|| H::open(id, ctx));
             self.flows.insert(
                 key,
@@ -433,7 +449,12 @@ impl<H: StreamHandler> FlowTable<H> {
         };
         self.release(&f);
         match reason {
-            CloseReason::Closed => self.stats.flows_closed += 1,
+            CloseReason::Closed => {
+                self.stats.flows_closed += 1;
+                if self.closed.len() < self.cfg.max_flows {
+                    self.closed.insert(key, ts);
+                }
+            }
             CloseReason::IdleTimeout => self.stats.flows_idle_timeout += 1,
             CloseReason::Evicted => self.stats.flows_evicted += 1,
             CloseReason::EndOfCapture => self.stats.flows_open_at_end += 1,
@@ -450,6 +471,8 @@ impl<H: StreamHandler> FlowTable<H> {
     }
 
     fn sweep_idle(&mut self, ctx: &mut H::Ctx, now: u64) {
+        self.closed
+            .retain(|_, at| now.saturating_sub(*at) <= CLOSED_LINGER_NS);
         let limit = self.cfg.idle_timeout_ns;
         let mut idle: Vec<(u64, FlowKey)> = self
             .flows
