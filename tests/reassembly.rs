@@ -71,7 +71,7 @@ fn exchanges(segs: &[Seg]) -> Vec<Exchange> {
     for e in &mut out {
         e.timing = Default::default();
     }
-    out.sort_by(|a, b| (a.flow, a.seq_on_flow).cmp(&(b.flow, b.seq_on_flow)));
+    out.sort_by_key(|e| (e.flow, e.seq_on_flow));
     out
 }
 
