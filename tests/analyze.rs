@@ -364,13 +364,13 @@ fn tshark_agrees_on_method_target_status() {
         return;
     }
     // Captures tshark dissects correctly: real recordings without gaps or
-    // protocol switches.
+    // protocol switches. (Not pipeline.pcap: tshark pairs every pipelined
+    // response with the last request of the batch.)
     let names = [
         "curl_keepalive.pcap",
         "curl_methods.pcap",
         "curl_chunked_gzip.pcap",
         "curl_expect100.pcap",
-        "pipeline.pcap",
         "wrk_short.pcap",
         "ipv6_curl.pcap",
     ];

@@ -173,8 +173,11 @@ impl Engine {
             Some(last) if pkt.ts_ns < last => c.out_of_order_timestamps += 1,
             _ => c.last_ts_ns = Some(pkt.ts_ns),
         }
+        // Bytes cut by the snapshot length are at the end of the frame, so
+        // they are payload bytes (headers come first).
+        let cut = pkt.orig_len.saturating_sub(pkt.data.len() as u32);
         match decode_tcp(pkt.linktype, pkt.data) {
-            Ok(seg) => self.table.process(&mut self.ctx, &seg, pkt.ts_ns),
+            Ok(seg) => self.table.process_cut(&mut self.ctx, &seg, cut, pkt.ts_ns),
             Err(skip) => self.decode.record(&skip),
         }
     }

@@ -147,6 +147,8 @@ pub struct CaptureFile {
     warnings: Vec<Warning>,
     unknown_if_warned: bool,
     done: bool,
+    /// Classic pcap: snapshot length and byte order of record headers.
+    legacy: Option<(u32, bool)>,
 }
 
 impl std::fmt::Debug for CaptureFile {
@@ -239,6 +241,7 @@ impl CaptureFile {
             warnings: Vec::new(),
             unknown_if_warned: false,
             done: false,
+            legacy: None,
         })
     }
 
@@ -271,6 +274,37 @@ impl CaptureFile {
         }
     }
 
+    /// The file ends inside a record: a cut-short capture (warning) unless the
+    /// record header itself is implausible (corruption).
+    fn end_short<T>(&mut self) -> Result<Option<T>, SourceError> {
+        self.done = true;
+        let rest = self.reader.data();
+        let implausible = match self.legacy {
+            Some((snaplen, big_endian)) => rest.get(8..12).is_some_and(|b| {
+                let raw = [b[0], b[1], b[2], b[3]];
+                let caplen = if big_endian {
+                    u32::from_be_bytes(raw)
+                } else {
+                    u32::from_le_bytes(raw)
+                };
+                caplen > snaplen.max(262_144) || caplen as usize > MAX_BLOCK
+            }),
+            None => rest.get(4..8).is_some_and(|b| {
+                let raw = [b[0], b[1], b[2], b[3]];
+                let len = u32::from_le_bytes(raw).min(u32::from_be_bytes(raw));
+                len as usize > MAX_BLOCK || len < 12
+            }),
+        };
+        if implausible {
+            return Err(self.corrupt("record length beyond the capture's limits"));
+        }
+        self.warnings.push(Warning::TruncatedLastRecord {
+            path: self.path.clone(),
+            offset: self.offset,
+        });
+        Ok(None)
+    }
+
     /// Hands the next packet to `f`. Returns `Ok(None)` at the end of the file.
     pub fn next_with<T>(
         &mut self,
@@ -293,6 +327,7 @@ impl CaptureFile {
                 Ok((len, block)) => {
                     let out = match block {
                         PcapBlockOwned::LegacyHeader(h) => {
+                            self.legacy = Some((h.snaplen, h.is_bigendian()));
                             self.interfaces.clear();
                             self.interfaces.push(Interface {
                                 linktype: h.network.0 as u32,
@@ -419,12 +454,7 @@ impl CaptureFile {
                             self.done = true;
                             return Ok(None);
                         }
-                        self.done = true;
-                        self.warnings.push(Warning::TruncatedLastRecord {
-                            path: self.path.clone(),
-                            offset: self.offset,
-                        });
-                        return Ok(None);
+                        return self.end_short();
                     }
                 }
                 Step::Grow => {
@@ -438,14 +468,7 @@ impl CaptureFile {
                         return Err(self.corrupt("read failed"));
                     }
                 }
-                Step::Truncated => {
-                    self.done = true;
-                    self.warnings.push(Warning::TruncatedLastRecord {
-                        path: self.path.clone(),
-                        offset: self.offset,
-                    });
-                    return Ok(None);
-                }
+                Step::Truncated => return self.end_short(),
                 Step::Error(detail) => {
                     self.done = true;
                     return Err(self.corrupt(detail));

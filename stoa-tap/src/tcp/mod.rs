@@ -118,6 +118,8 @@ pub struct TcpStats {
     pub gaps: u64,
     /// Bytes missing in those holes.
     pub gap_bytes: u64,
+    /// Segments cut short by the capture's snapshot length (the rest is a gap).
+    pub snaplen_gaps: u64,
     /// Holes given up because a direction's buffer hit its cap.
     pub buffer_overflows: u64,
     /// Connections reset.
@@ -279,6 +281,18 @@ impl<H: StreamHandler> FlowTable<H> {
 
     /// Feeds one decoded segment captured at `ts` (ns).
     pub fn process(&mut self, ctx: &mut H::Ctx, seg: &TcpSegment<'_>, ts: u64) {
+        self.process_cut(ctx, seg, 0, ts);
+    }
+
+    /// Like [`FlowTable::process`] for a segment whose last `missing_tail`
+    /// payload bytes were cut off by the capture's snapshot length.
+    pub fn process_cut(
+        &mut self,
+        ctx: &mut H::Ctx,
+        seg: &TcpSegment<'_>,
+        missing_tail: u32,
+        ts: u64,
+    ) {
         self.stats.segments += 1;
         if ts >= self.next_sweep_ts {
             self.sweep_idle(ctx, ts);
@@ -405,7 +419,7 @@ impl<H: StreamHandler> FlowTable<H> {
         }
 
         let half = &mut dirs[dir.index()];
-        half.segment(seg, ts, cap, stats, &mut |ev| dispatch(h, ctx, dir, ev));
+        half.segment(seg, missing_tail, ts, cap, stats, &mut |ev| dispatch(h, ctx, dir, ev));
 
         let reset = seg.flags.has(TcpFlags::RST);
         let finished = dirs_closed(dirs);

@@ -84,9 +84,13 @@ impl HalfStream {
     }
 
     /// Handles one segment of this direction.
+    /// `missing_tail` is the number of payload bytes the capture cut off
+    /// (snapshot length): they become a gap right after the captured bytes.
+    #[allow(clippy::too_many_arguments)]
     pub fn segment(
         &mut self,
         seg: &TcpSegment<'_>,
+        missing_tail: u32,
         ts: u64,
         cap: usize,
         stats: &mut TcpStats,
@@ -118,9 +122,18 @@ impl HalfStream {
         }
         if !seg.payload.is_empty() {
             self.accept(data_seq, seg.payload, ts, cap, stats, emit);
+            let captured_end = data_seq.wrapping_add(seg.payload.len() as u32);
+            if missing_tail > 0 && self.next_seq == captured_end {
+                stats.snaplen_gaps += 1;
+                self.gap(u64::from(missing_tail), ts, stats, emit);
+            }
         }
         if seg.flags.has(TcpFlags::FIN) {
-            let at = self.offset_of(data_seq.wrapping_add(seg.payload.len() as u32));
+            let at = self.offset_of(
+                data_seq
+                    .wrapping_add(seg.payload.len() as u32)
+                    .wrapping_add(missing_tail),
+            );
             if at >= 0 && self.fin_at.is_none() {
                 self.fin_at = Some(at as u64);
             }
