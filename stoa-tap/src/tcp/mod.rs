@@ -315,7 +315,10 @@ impl<H: StreamHandler> FlowTable<H> {
 
         if !self.flows.contains_key(&key) {
             if !seg.flags.has(TcpFlags::SYN) && self.closed.contains_key(&key) {
-                self.stats.segments_after_close += 1;
+                // The last ACK of a normal close is expected; data or flags are late.
+                if !seg.payload.is_empty() || seg.flags.0 & !TcpFlags::ACK != 0 {
+                    self.stats.segments_after_close += 1;
+                }
                 return;
             }
             if seg.payload.is_empty() && !seg.flags.has(TcpFlags::SYN) {
