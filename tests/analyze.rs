@@ -51,7 +51,11 @@ fn expected_views(path: &Path) -> Vec<View> {
         let v: Value = serde_json::from_str(line).expect("expected line is JSON");
         let mut anomalies: BTreeSet<String> = v["anomalies"]
             .as_array()
-            .map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(String::from))
+                    .collect()
+            })
             .unwrap_or_default();
         if v["unanswered"].as_bool() == Some(true) {
             anomalies.insert("unanswered".into());
@@ -84,8 +88,14 @@ fn actual_views(jsonl: &str) -> Vec<View> {
                 })
                 .unwrap_or_default();
             View {
-                method: v["request"]["method"].as_str().unwrap_or_default().to_string(),
-                target: v["request"]["target"].as_str().unwrap_or_default().to_string(),
+                method: v["request"]["method"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                target: v["request"]["target"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
                 status: v["response"]["status"].as_u64(),
                 request_body_len: v["request"]["body"]["decoded_len"].as_u64().unwrap_or(0),
                 response_body_len: v["response"]["body"]["decoded_len"].as_u64(),
@@ -106,7 +116,11 @@ fn fixtures_with_expectations() -> Vec<(PathBuf, PathBuf)> {
         let mut entries: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
         entries.sort();
         for p in entries {
-            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+            let name = p
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default()
+                .to_string();
             let stem = name
                 .trim_end_matches(".gz")
                 .trim_end_matches(".pcapng")
@@ -144,6 +158,29 @@ fn every_fixture_gives_its_expected_exchanges() {
     let mut failures = Vec::new();
     for (pcap, exp) in &cases {
         let (out, mut actual) = run_views(pcap, &[]);
+        // Where counters matter, `<name>.counters.json` states their bounds.
+        let counters = exp.with_extension("counters.json");
+        if let Ok(text) = std::fs::read_to_string(&counters) {
+            let want: Value = serde_json::from_str(&text).expect("counters file is JSON");
+            let got: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+            let min = want["parse_errors_min"].as_u64().unwrap_or(0);
+            if got["parse_errors"].as_u64().unwrap_or(0) < min {
+                failures.push(format!(
+                    "{}: parse_errors below {min}: {}",
+                    pcap.display(),
+                    got["parse_errors"]
+                ));
+            }
+            if let Some(n) = want["exchanges"].as_u64() {
+                if got["exchanges"].as_u64() != Some(n) {
+                    failures.push(format!(
+                        "{}: exchanges {} != {n}",
+                        pcap.display(),
+                        got["exchanges"]
+                    ));
+                }
+            }
+        }
         if !out.status.success() {
             failures.push(format!(
                 "{}: exit {:?}: {}",
@@ -163,7 +200,13 @@ fn every_fixture_gives_its_expected_exchanges() {
             ));
         }
     }
-    assert!(failures.is_empty(), "{} of {} fixtures differ:\n{}", failures.len(), cases.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} fixtures differ:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -172,7 +215,11 @@ fn a_directory_of_rotated_files_reads_as_one_capture() {
     let exp = root().join("fixtures/expected/rotated.jsonl");
     assert!(dir.is_dir() && exp.exists(), "rotation fixture missing");
     let (out, mut actual) = run_views(&dir, &[]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut expected = expected_views(&exp);
     actual.sort();
     expected.sort();
@@ -183,11 +230,25 @@ fn a_directory_of_rotated_files_reads_as_one_capture() {
 fn json_summary_has_the_headline_counters() {
     let pcap = root().join("fixtures/real/curl_keepalive.pcap");
     let out = analyze(&[pcap.to_str().expect("path"), "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: Value = serde_json::from_slice(&out.stdout).expect("summary JSON");
     for key in [
-        "packets", "bytes", "flows", "exchanges", "unanswered", "gaps", "retransmits",
-        "parse_errors", "evictions", "throughput_mb_per_s", "packets_per_s", "exchanges_per_s",
+        "packets",
+        "bytes",
+        "flows",
+        "exchanges",
+        "unanswered",
+        "gaps",
+        "retransmits",
+        "parse_errors",
+        "evictions",
+        "throughput_mb_per_s",
+        "packets_per_s",
+        "exchanges_per_s",
     ] {
         assert!(v.get(key).is_some(), "summary lacks {key}: {v}");
     }
@@ -202,7 +263,14 @@ fn table_summary_is_readable() {
     let out = analyze(&[pcap.to_str().expect("path")]);
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    for label in ["packets", "tcp flows", "http exchanges", "unanswered", "gaps", "throughput"] {
+    for label in [
+        "packets",
+        "tcp flows",
+        "http exchanges",
+        "unanswered",
+        "gaps",
+        "throughput",
+    ] {
         assert!(text.contains(label), "table lacks {label}:\n{text}");
     }
 }
@@ -213,7 +281,11 @@ fn gzip_capture_equals_plain() {
     let gz = root().join("fixtures/real/curl_keepalive.pcap.gz");
     let (_, mut a) = run_views(&plain, &[]);
     let (out, mut b) = run_views(&gz, &[]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     a.sort();
     b.sort();
     assert!(!a.is_empty());
@@ -257,7 +329,12 @@ fn bad_inputs_get_distinct_exit_codes_and_clear_messages() {
     let truncated = dir.join("truncated.pcap");
     std::fs::write(&truncated, &src[..src.len() - 7]).expect("write");
     let (out, views) = run_views(&truncated, &[]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let summary: Value = serde_json::from_slice(&out.stdout).expect("summary");
     let warnings = summary["warnings"].to_string();
     assert!(warnings.contains("truncated"), "{warnings}");
@@ -276,7 +353,12 @@ fn bad_inputs_get_distinct_exit_codes_and_clear_messages() {
     let bad = dir.join("corrupt.pcap");
     std::fs::write(&bad, &corrupt).expect("write");
     let out = analyze(&[bad.to_str().expect("path"), "--json"]);
-    assert_eq!(out.status.code(), Some(5), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("corrupt"));
     let summary: Value = serde_json::from_slice(&out.stdout).expect("summary still printed");
     assert!(summary["packets"].as_u64().unwrap_or(0) > 0);
@@ -312,7 +394,16 @@ fn tshark_sequence(pcap: &Path) -> Option<Vec<(u64, String, String, String)>> {
         .args(["-r", pcap.to_str()?, "-n", "-d", "tcp.port==5555,http"])
         .args(["-o", "tcp.reassemble_out_of_order:TRUE"])
         .args(["-Y", "http", "-T", "fields", "-E", "separator=\t"])
-        .args(["-e", "frame.number", "-e", "frame.time_epoch", "-e", "http.request.method", "-e", "http.request.uri"])
+        .args([
+            "-e",
+            "frame.number",
+            "-e",
+            "frame.time_epoch",
+            "-e",
+            "http.request.method",
+            "-e",
+            "http.request.uri",
+        ])
         .args(["-e", "http.response.code", "-e", "http.request_in"])
         .output()
         .ok()?;
@@ -333,7 +424,10 @@ fn tshark_sequence(pcap: &Path) -> Option<Vec<(u64, String, String, String)>> {
             // A frame may carry several pipelined requests (comma-separated).
             for (m, u) in f[2].split(',').zip(f[3].split(',')) {
                 let key = format!("{}#{}", f[0], order.len());
-                requests.insert(key.clone(), (ts, m.to_string(), u.to_string(), String::new()));
+                requests.insert(
+                    key.clone(),
+                    (ts, m.to_string(), u.to_string(), String::new()),
+                );
                 order.push((f[0].to_string(), key));
             }
         }
@@ -396,9 +490,18 @@ fn tshark_agrees_on_method_target_status() {
                 (
                     // tshark reports a request on the frame that completes it.
                     v["timing"]["request_last_ns"].as_u64().unwrap_or(0),
-                    v["request"]["method"].as_str().unwrap_or_default().to_string(),
-                    v["request"]["target"].as_str().unwrap_or_default().to_string(),
-                    v["response"]["status"].as_u64().map(|s| s.to_string()).unwrap_or_default(),
+                    v["request"]["method"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                    v["request"]["target"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                    v["response"]["status"]
+                        .as_u64()
+                        .map(|s| s.to_string())
+                        .unwrap_or_default(),
                 )
             })
             .collect();

@@ -89,7 +89,10 @@ fn resegment(segs: &[Seg], cuts: &[usize]) -> Vec<Seg> {
             continue;
         }
         let (a, b) = s.payload.split_at(cut);
-        out.push(Seg { payload: a.to_vec(), ..s.clone() });
+        out.push(Seg {
+            payload: a.to_vec(),
+            ..s.clone()
+        });
         out.push(Seg {
             seq: s.seq.wrapping_add(cut as u32),
             payload: b.to_vec(),
@@ -106,7 +109,10 @@ fn reorder_bursts(segs: &mut [Seg], keys: &[usize], window: usize) {
     let mut k = 0;
     while start < segs.len() {
         let mut end = start + 1;
-        while end < segs.len() && segs[end].src == segs[start].src && segs[end].dst == segs[start].dst {
+        while end < segs.len()
+            && segs[end].src == segs[start].src
+            && segs[end].dst == segs[start].dst
+        {
             end += 1;
         }
         let burst = &mut segs[start..end];
@@ -115,7 +121,8 @@ fn reorder_bursts(segs: &mut [Seg], keys: &[usize], window: usize) {
                 let j = (i + keys[k % keys.len()] % (window + 1)).min(burst.len() - 1);
                 k += 1;
                 // Control segments keep their place relative to data.
-                let control = |s: &Seg| s.flags & (TcpFlags::SYN | TcpFlags::FIN | TcpFlags::RST) != 0;
+                let control =
+                    |s: &Seg| s.flags & (TcpFlags::SYN | TcpFlags::FIN | TcpFlags::RST) != 0;
                 if !control(&burst[i]) && !control(&burst[j]) {
                     burst.swap(i, j);
                 }
@@ -125,17 +132,37 @@ fn reorder_bursts(segs: &mut [Seg], keys: &[usize], window: usize) {
     }
 }
 
-/// Repeats some data segments later in the capture (retransmissions).
+/// Repeats some data segments later in the capture (retransmissions): each
+/// copy lands after its original, never before it.
 fn duplicate(segs: &[Seg], picks: &[(usize, usize)]) -> Vec<Seg> {
-    let mut out = segs.to_vec();
-    for &(which, delay) in picks {
-        let data: Vec<usize> = (0..segs.len()).filter(|&i| !segs[i].payload.is_empty()).collect();
-        if data.is_empty() {
-            break;
+    let data: Vec<usize> = (0..segs.len())
+        .filter(|&i| !segs[i].payload.is_empty())
+        .collect();
+    if data.is_empty() {
+        return segs.to_vec();
+    }
+    // (position in the original list before which the copy goes, original index)
+    let mut copies: Vec<(usize, usize)> = picks
+        .iter()
+        .map(|&(which, delay)| {
+            let i = data[which % data.len()];
+            ((i + 1 + delay % 8).min(segs.len()), i)
+        })
+        .collect();
+    copies.sort_unstable();
+    let mut out = Vec::with_capacity(segs.len() + copies.len());
+    let mut next = copies.iter().peekable();
+    for pos in 0..=segs.len() {
+        while let Some(&&(at, i)) = next.peek() {
+            if at != pos {
+                break;
+            }
+            out.push(segs[i].clone());
+            next.next();
         }
-        let i = data[which % data.len()];
-        let at = (i + 1 + delay % 8).min(out.len());
-        out.insert(at, segs[i].clone());
+        if let Some(s) = segs.get(pos) {
+            out.push(s.clone());
+        }
     }
     out
 }
@@ -148,7 +175,11 @@ fn check(name: &str, cuts: &[usize], keys: &[usize], window: usize, picks: &[(us
     reorder_bursts(&mut changed, keys, window);
     let changed = duplicate(&changed, picks);
     let got = exchanges(&changed);
-    assert_eq!(got, baseline, "{name}: exchanges differ after resegment/reorder/duplicate");
+
+    assert_eq!(
+        got, baseline,
+        "{name}: exchanges differ after resegment/reorder/duplicate"
+    );
 }
 
 proptest! {

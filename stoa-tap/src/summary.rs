@@ -1,8 +1,8 @@
 //! The capture summary printed by `analyze`: headline figures plus every counter.
 
-use crate::pipeline::{CaptureStats, Engine, ExchangeStats};
 use crate::decode::DecodeStats;
 use crate::http1::Http1Stats;
+use crate::pipeline::{CaptureStats, Engine, ExchangeStats};
 use crate::tcp::TcpStats;
 use serde::Serialize;
 
@@ -66,12 +66,23 @@ pub struct Summary {
 
 impl Summary {
     /// Builds the summary of a finished engine.
-    pub fn of(engine: &Engine, files: Vec<String>, elapsed_seconds: f64, warnings: Vec<String>) -> Self {
+    pub fn of(
+        engine: &Engine,
+        files: Vec<String>,
+        elapsed_seconds: f64,
+        warnings: Vec<String>,
+    ) -> Self {
         let tcp = engine.tcp_stats().clone();
         let http = engine.http_stats().clone();
         let capture = engine.capture.clone();
         let exchanges = engine.exchanges.clone();
-        let per_s = |n: f64| if elapsed_seconds > 0.0 { n / elapsed_seconds } else { 0.0 };
+        let per_s = |n: f64| {
+            if elapsed_seconds > 0.0 {
+                n / elapsed_seconds
+            } else {
+                0.0
+            }
+        };
         let capture_seconds = match (capture.first_ts_ns, capture.last_ts_ns) {
             (Some(a), Some(b)) => b.saturating_sub(a) as f64 / 1e9,
             _ => 0.0,
@@ -118,7 +129,10 @@ impl Summary {
             ("http exchanges", self.exchanges.to_string()),
             ("  answered", self.counters.exchanges.answered.to_string()),
             ("  unanswered", self.unanswered.to_string()),
-            ("gaps", format!("{} ({} missing)", self.gaps, human_bytes(self.gap_bytes))),
+            (
+                "gaps",
+                format!("{} ({} missing)", self.gaps, human_bytes(self.gap_bytes)),
+            ),
             ("retransmits", self.retransmits.to_string()),
             ("parse errors", self.parse_errors.to_string()),
             ("evictions", self.evictions.to_string()),

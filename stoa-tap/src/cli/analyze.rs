@@ -53,7 +53,11 @@ fn parse_ports(raw: &[String]) -> Result<ServerPorts, String> {
         }
         match r.parse::<u16>() {
             Ok(p) if p != 0 => ports.push(p),
-            _ => return Err(format!("invalid --port value {r:?}: expected 1-65535 or `any`")),
+            _ => {
+                return Err(format!(
+                    "invalid --port value {r:?}: expected 1-65535 or `any`"
+                ))
+            }
         }
     }
     ports.sort_unstable();
@@ -64,9 +68,7 @@ fn parse_ports(raw: &[String]) -> Result<ServerPorts, String> {
 fn source_exit(e: &SourceError) -> i32 {
     match e {
         SourceError::Io { .. } => exit::UNREADABLE,
-        SourceError::NotACapture { .. } | SourceError::EmptyDirectory { .. } => {
-            exit::NOT_A_CAPTURE
-        }
+        SourceError::NotACapture { .. } | SourceError::EmptyDirectory { .. } => exit::NOT_A_CAPTURE,
         SourceError::Corrupt { .. } => exit::CORRUPT,
     }
 }
@@ -115,19 +117,18 @@ pub fn run(args: AnalyzeArgs) -> i32 {
     cfg.http.body_sample_bytes = args.body_sample;
     let mut engine = Engine::new(cfg);
 
-    let progress = (!args.no_progress
-        && std::io::stderr().is_terminal()
-        && capture.total_len() > 32 << 20)
-        .then(|| {
-            let pb = indicatif::ProgressBar::new(capture.total_len());
-            pb.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-            );
-            pb
-        });
+    let progress =
+        (!args.no_progress && std::io::stderr().is_terminal() && capture.total_len() > 32 << 20)
+            .then(|| {
+                let pb = indicatif::ProgressBar::new(capture.total_len());
+                pb.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                    )
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                );
+                pb
+            });
 
     let started = Instant::now();
     let mut write_error: Option<std::io::Error> = None;
@@ -187,7 +188,10 @@ pub fn run(args: AnalyzeArgs) -> i32 {
         summary.to_table()
     };
     // With exchanges on stdout, the summary goes to stderr to keep stdout JSON lines.
-    let to_stderr = args.exchanges.as_deref().is_some_and(|p| p.as_os_str() == "-");
+    let to_stderr = args
+        .exchanges
+        .as_deref()
+        .is_some_and(|p| p.as_os_str() == "-");
     let printed = if to_stderr {
         std::io::stderr().write_all(rendered.as_bytes())
     } else {

@@ -1,9 +1,37 @@
 //! HTTP/1.x exchanges from the two reassembled byte streams of a connection.
 //!
-//! INTERFACE CONTRACT (filled in by the http1 implementation): see `Connection`.
+//! Each direction has its own parser ([`Side`]): at a message boundary it parses
+//! the start line and headers with httparse (directly from the caller's slice
+//! when the whole head is there, from a bounded per-direction buffer when the
+//! head spans calls), then follows the body framing (Content-Length, chunked,
+//! until close, none). Body bytes are counted and only the first
+//! `body_sample_bytes` (after content decoding) are copied.
+//!
+//! Pairing is FIFO: a request enters the pending queue as soon as its head is
+//! parsed (a response may arrive while its body is still coming); the next
+//! final response pairs with the oldest request that has none. An exchange is
+//! emitted once both its request and response are complete, in request order.
+//!
+//! After a gap the parser of that direction stays in sync when it can (inside
+//! a Content-Length body or chunk data, or a body delimited by the close), else
+//! it looks for the next start line ([`parse::find_candidate`]), skipping and
+//! counting the bytes in between. Exchanges whose pairing may be wrong because
+//! of a gap carry `anomalies.gap`.
+
+mod body;
+mod coding;
+mod parse;
+#[cfg(test)]
+mod tests;
+
+use std::collections::VecDeque;
 
 use crate::flow::{CloseReason, Direction, EndKind};
-use contracts::{Exchange, FlowId};
+use body::{BodyAcc, ChunkLimits, ChunkStep, Chunked};
+use contracts::{Anomalies, Body, Request, Response, Timing};
+/// The types of the interface, re-exported for callers that do not depend on `contracts`.
+pub use contracts::{Exchange, FlowId};
+use parse::{Head, Kind, Outcome, ParseError, ReqHead, RespHead};
 
 /// Timestamp in nanoseconds since the Unix epoch.
 pub type Ts = u64;
@@ -11,7 +39,8 @@ pub type Ts = u64;
 /// Limits that keep parsing bounded whatever the input.
 #[derive(Debug, Clone)]
 pub struct Http1Config {
-    /// Largest accepted start line + header block, in bytes.
+    /// Largest accepted start line + header block, in bytes. Also bounds the
+    /// trailer section of a chunked body.
     pub max_header_bytes: usize,
     /// Most header fields per message.
     pub max_headers: usize,
@@ -21,6 +50,14 @@ pub struct Http1Config {
     pub max_decoded_bytes: usize,
     /// Most requests waiting for a response on one connection (pipelining).
     pub max_pending_requests: usize,
+    /// Largest chunk size accepted in a chunked body; larger is a parse error.
+    pub max_chunk_size: u64,
+    /// Longest chunk-size line (with extensions), and longest start line that
+    /// resynchronisation keeps looking at.
+    pub max_line_bytes: usize,
+    /// Decode gzip / deflate / br bodies for the sample (off: coded bodies get
+    /// no sample and `decoded_len == wire_len`).
+    pub decode_content: bool,
 }
 
 impl Default for Http1Config {
@@ -31,6 +68,9 @@ impl Default for Http1Config {
             body_sample_bytes: 16 * 1024,
             max_decoded_bytes: 1024 * 1024,
             max_pending_requests: 64,
+            max_chunk_size: 1 << 40,
+            max_line_bytes: 8 * 1024,
+            decode_content: true,
         }
     }
 }
@@ -38,22 +78,230 @@ impl Default for Http1Config {
 /// Parse counters, summed over all connections.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Http1Stats {
-    /// Requests parsed.
+    /// Requests parsed (heads).
     pub requests: u64,
-    /// Responses parsed.
+    /// Final responses parsed (heads), paired or not.
     pub responses: u64,
+    /// Interim (1xx other than 101) responses parsed.
+    pub interim_responses: u64,
+    /// Exchanges emitted.
+    pub exchanges: u64,
+    /// Exchanges emitted without a response.
+    pub unanswered: u64,
+    /// Final responses with no pending request (parsed, not emitted).
+    pub orphan_responses: u64,
+    /// Pending requests pushed out (emitted unanswered) because the pipelining
+    /// bound was reached.
+    pub pending_overflow: u64,
+    /// Connections that switched protocols (101, 2xx to CONNECT).
+    pub upgrades: u64,
+    /// Bytes not parsed because the connection switched protocols.
+    pub upgraded_bytes_ignored: u64,
+    /// Messages with ambiguous framing (CL + TE, differing CLs, odd TE).
+    pub ambiguous_framing: u64,
+    /// Gap events.
+    pub gaps: u64,
+    /// Bytes reported missing by gap events.
+    pub gap_bytes: u64,
+    /// Gaps absorbed inside a body of known length (parser stayed in sync).
+    pub gaps_in_body_synced: u64,
+    /// Times a parser had to look for the next start line.
+    pub resyncs: u64,
+    /// Bytes skipped while looking for a start line.
+    pub resync_skipped_bytes: u64,
+    /// Messages cut short (close, reset, end of capture, framing error).
+    pub truncated_messages: u64,
+    /// Incomplete header blocks dropped at the end of a direction.
+    pub truncated_header_blocks: u64,
+    /// Request body bytes (after de-chunking).
+    pub request_body_bytes: u64,
+    /// Response body bytes (after de-chunking).
+    pub response_body_bytes: u64,
+    /// Bodies content-decoded to the end of their coded stream.
+    pub decoded_bodies: u64,
+    /// Coded bodies that were corrupt (decode_failed).
+    pub decode_errors: u64,
+    /// Coded bodies whose decoded size went over `max_decoded_bytes`.
+    pub decode_limit_exceeded: u64,
+    /// Bodies with a coding that is not decoded here (unknown or stacked).
+    pub decode_unsupported: u64,
+    /// All parse errors (sum of the `parse_error_*` counters).
+    pub parse_errors: u64,
+    /// Header block over `max_header_bytes`.
+    pub parse_error_header_too_large: u64,
+    /// More header fields than `max_headers`.
+    pub parse_error_too_many_headers: u64,
+    /// Invalid method, target or other token.
+    pub parse_error_token: u64,
+    /// Invalid HTTP version (including non-HTTP bytes at a message start).
+    pub parse_error_version: u64,
+    /// Invalid status code.
+    pub parse_error_status: u64,
+    /// Invalid header name.
+    pub parse_error_header_name: u64,
+    /// Invalid header value.
+    pub parse_error_header_value: u64,
+    /// Invalid line ending.
+    pub parse_error_new_line: u64,
+    /// Content-Length not a decimal u64 (overflow included).
+    pub parse_error_content_length: u64,
+    /// Chunk size not hex, overflowing, or over `max_chunk_size`.
+    pub parse_error_chunk_size: u64,
+    /// Chunk-size line over `max_line_bytes`.
+    pub parse_error_chunk_line_too_long: u64,
+    /// Chunk data not followed by CRLF.
+    pub parse_error_chunk_data_end: u64,
+    /// Trailer section over `max_header_bytes`.
+    pub parse_error_trailers_too_large: u64,
+}
+
+impl Http1Stats {
+    fn count_parse_error(&mut self, e: ParseError) {
+        self.parse_errors += 1;
+        let c = match e {
+            ParseError::HeaderTooLarge => &mut self.parse_error_header_too_large,
+            ParseError::TooManyHeaders => &mut self.parse_error_too_many_headers,
+            ParseError::Token => &mut self.parse_error_token,
+            ParseError::Version => &mut self.parse_error_version,
+            ParseError::Status => &mut self.parse_error_status,
+            ParseError::HeaderName => &mut self.parse_error_header_name,
+            ParseError::HeaderValue => &mut self.parse_error_header_value,
+            ParseError::NewLine => &mut self.parse_error_new_line,
+            ParseError::ContentLength => &mut self.parse_error_content_length,
+            ParseError::ChunkSize => &mut self.parse_error_chunk_size,
+            ParseError::ChunkLineTooLong => &mut self.parse_error_chunk_line_too_long,
+            ParseError::ChunkDataEnd => &mut self.parse_error_chunk_data_end,
+            ParseError::TrailersTooLarge => &mut self.parse_error_trailers_too_large,
+        };
+        *c += 1;
+    }
+}
+
+const REQ: usize = 0;
+const RESP: usize = 1;
+/// Interim status codes kept per exchange.
+const MAX_INTERIM: usize = 8;
+/// While a buffered head is this short, httparse re-checks it on every call
+/// so garbage is rejected early instead of filling the buffer.
+const EARLY_CHECK_BYTES: usize = 256;
+/// Buffers larger than this are released after use rather than kept.
+const KEEP_BUFFER_BYTES: usize = 8 * 1024;
+
+/// How the body of the message in progress ends.
+#[derive(Debug)]
+enum Framing {
+    Length(u64),
+    Chunked(Chunked),
+    UntilClose,
+}
+
+/// The message whose body a side is reading.
+#[derive(Debug)]
+struct CurMsg {
+    /// Sequence number of the pending exchange it belongs to (None: orphan response).
+    target: Option<u32>,
+    framing: Framing,
+    body: BodyAcc,
+    gap: bool,
+    truncated: bool,
+    /// Capture time of the last byte seen.
+    last_ts: Ts,
+}
+
+#[derive(Debug, Default)]
+enum State {
+    /// At a message boundary (`hdr` may hold the start of a head).
+    #[default]
+    Idle,
+    /// Reading a body.
+    Body(Box<CurMsg>),
+    /// Looking for the next start line.
+    Resync,
+    /// The direction ended (FIN, RST, close).
+    Ended,
+    /// The connection switched protocols: bytes are counted, not parsed.
+    Stopped,
+}
+
+/// Parser state of one direction.
+#[derive(Debug, Default)]
+struct Side {
+    state: State,
+    /// A head that spans calls.
+    hdr: Vec<u8>,
+    /// Capture time of the first byte in `hdr`.
+    hdr_ts: Ts,
+    /// During resync: the current, incomplete line.
+    carry: Vec<u8>,
+    /// Capture time of the first byte in `carry`.
+    carry_ts: Ts,
+}
+
+impl Side {
+    fn at_boundary(&self) -> bool {
+        matches!(self.state, State::Idle) && self.hdr.is_empty()
+    }
+}
+
+/// A request waiting for its completion and/or its response.
+#[derive(Debug)]
+struct Pending {
+    seq: u32,
+    request: Request,
+    req_done: bool,
+    /// The final response, from its head on.
+    response: Option<Response>,
+    resp_done: bool,
+    /// Interim statuses seen before the final response.
+    interim: Vec<u16>,
+    is_head: bool,
+    is_connect: bool,
+    timing: Timing,
+    anomalies: Anomalies,
+    /// Heap held by the heads' strings.
+    heap: usize,
+}
+
+/// Why a direction stops being parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EndMode {
+    /// FIN or RST: a body delimited by the close is complete.
+    End,
+    /// The connection left the table; `confirmed` when it was closed properly.
+    Close { confirmed: bool },
+    /// The connection switched protocols.
+    Stop,
 }
 
 /// The HTTP/1.x state of one TCP connection.
 #[derive(Debug)]
 pub struct Connection {
     flow: FlowId,
+    sides: [Side; 2],
+    queue: VecDeque<Pending>,
+    next_seq: u32,
+    /// Requests may have been lost in a request-side gap.
+    req_desync: bool,
+    /// Responses may have been lost in a response-side gap.
+    resp_desync: bool,
+    /// An unanswered request was pushed out of a full queue.
+    pairing_uncertain: bool,
+    closed: bool,
 }
 
 impl Connection {
     /// A connection whose client and server are known.
     pub fn new(flow: FlowId) -> Self {
-        Connection { flow }
+        Connection {
+            flow,
+            sides: [Side::default(), Side::default()],
+            queue: VecDeque::new(),
+            next_seq: 0,
+            req_desync: false,
+            resp_desync: false,
+            pairing_uncertain: false,
+            closed: false,
+        }
     }
 
     /// In-order bytes of one direction, with the capture time of the packet they came in.
@@ -66,7 +314,7 @@ impl Connection {
         out: &mut Vec<Exchange>,
         stats: &mut Http1Stats,
     ) {
-        let _ = (cfg, dir, data, ts, out, stats, self.flow);
+        self.feed(cfg, dir.index(), data, ts, out, stats);
     }
 
     /// `len` bytes of one direction are missing from the capture.
@@ -79,7 +327,85 @@ impl Connection {
         out: &mut Vec<Exchange>,
         stats: &mut Http1Stats,
     ) {
-        let _ = (cfg, dir, len, ts, out, stats);
+        let _ = cfg;
+        if len == 0 {
+            return;
+        }
+        let i = dir.index();
+        stats.gaps += 1;
+        stats.gap_bytes = stats.gap_bytes.saturating_add(len);
+        tracing::debug!(flow = ?self.flow, dir = i, len, "http1 gap");
+        enum Next {
+            Nothing,
+            Resync,
+            Complete { resync: bool },
+        }
+        let side = &mut self.sides[i];
+        let next = match &mut side.state {
+            State::Ended => Next::Nothing,
+            State::Stopped => {
+                stats.upgraded_bytes_ignored = stats.upgraded_bytes_ignored.saturating_add(len);
+                Next::Nothing
+            }
+            State::Resync => {
+                // The partial line before the gap cannot join what follows it.
+                stats.resync_skipped_bytes += side.carry.len() as u64;
+                side.carry.clear();
+                Next::Nothing
+            }
+            State::Idle => {
+                stats.resync_skipped_bytes += side.hdr.len() as u64;
+                side.hdr.clear();
+                Next::Resync
+            }
+            State::Body(cur) => {
+                cur.gap = true;
+                cur.last_ts = ts;
+                match &mut cur.framing {
+                    Framing::UntilClose => {
+                        cur.body.gap(len);
+                        stats.gaps_in_body_synced += 1;
+                        Next::Nothing
+                    }
+                    Framing::Length(rem) => {
+                        let inside = len.min(*rem);
+                        *rem -= inside;
+                        cur.body.gap(inside);
+                        if *rem > 0 {
+                            stats.gaps_in_body_synced += 1;
+                            Next::Nothing
+                        } else if inside == len {
+                            stats.gaps_in_body_synced += 1;
+                            Next::Complete { resync: false }
+                        } else {
+                            Next::Complete { resync: true }
+                        }
+                    }
+                    Framing::Chunked(ch) => match ch.gap(len) {
+                        Some(n) => {
+                            cur.body.gap(n);
+                            stats.gaps_in_body_synced += 1;
+                            Next::Nothing
+                        }
+                        None => {
+                            let n = ch.data_left();
+                            cur.body.gap(n);
+                            Next::Complete { resync: true }
+                        }
+                    },
+                }
+            }
+        };
+        match next {
+            Next::Nothing => {}
+            Next::Resync => self.gap_resync(i, stats),
+            Next::Complete { resync } => {
+                self.complete(i, ts, out, stats);
+                if resync {
+                    self.gap_resync(i, stats);
+                }
+            }
+        }
     }
 
     /// One direction ended (FIN after all its data, or RST).
@@ -92,7 +418,14 @@ impl Connection {
         out: &mut Vec<Exchange>,
         stats: &mut Http1Stats,
     ) {
-        let _ = (cfg, dir, kind, ts, out, stats);
+        let _ = (cfg, ts);
+        if kind == EndKind::Rst {
+            for p in self.queue.iter_mut() {
+                p.anomalies.reset = true;
+            }
+        }
+        self.end_side(dir.index(), EndMode::End, stats);
+        self.try_emit(out, stats);
     }
 
     /// The connection is gone: emit everything still pending.
@@ -104,11 +437,842 @@ impl Connection {
         out: &mut Vec<Exchange>,
         stats: &mut Http1Stats,
     ) {
-        let _ = (cfg, reason, ts, out, stats);
+        let _ = (cfg, ts);
+        if self.closed {
+            return;
+        }
+        let confirmed = reason == CloseReason::Closed;
+        self.end_side(REQ, EndMode::Close { confirmed }, stats);
+        self.end_side(RESP, EndMode::Close { confirmed }, stats);
+        self.flush(out, stats);
+        self.closed = true;
+        self.sides = [Side::default(), Side::default()];
+        self.sides[REQ].state = State::Ended;
+        self.sides[RESP].state = State::Ended;
+        self.queue = VecDeque::new();
     }
 
     /// Heap bytes held (buffers, pending requests), for the global memory cap.
     pub fn heap_bytes(&self) -> usize {
-        0
+        let mut n = self.queue.capacity() * std::mem::size_of::<Pending>();
+        for p in &self.queue {
+            n += p.heap + p.request.body.sample.capacity() + p.interim.capacity() * 2;
+            if let Some(r) = &p.response {
+                n += r.body.sample.capacity() + r.interim.capacity() * 2;
+            }
+        }
+        for s in &self.sides {
+            n += s.hdr.capacity() + s.carry.capacity();
+            if let State::Body(cur) = &s.state {
+                n += std::mem::size_of::<CurMsg>() + cur.body.heap_bytes();
+            }
+        }
+        n
     }
+
+    // ----------------------------------------------------------------------
+    // Byte processing
+
+    fn feed(
+        &mut self,
+        cfg: &Http1Config,
+        i: usize,
+        data: &[u8],
+        ts: Ts,
+        out: &mut Vec<Exchange>,
+        stats: &mut Http1Stats,
+    ) {
+        let mut pos = 0;
+        while pos < data.len() {
+            pos = match self.sides[i].state {
+                State::Ended => return,
+                State::Stopped => {
+                    stats.upgraded_bytes_ignored += (data.len() - pos) as u64;
+                    return;
+                }
+                State::Idle => self.step_idle(cfg, i, data, pos, ts, out, stats),
+                State::Body(_) => self.step_body(cfg, i, data, pos, ts, out, stats),
+                State::Resync => self.step_resync(cfg, i, data, pos, ts, out, stats),
+            };
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn step_idle(
+        &mut self,
+        cfg: &Http1Config,
+        i: usize,
+        data: &[u8],
+        mut pos: usize,
+        ts: Ts,
+        out: &mut Vec<Exchange>,
+        stats: &mut Http1Stats,
+    ) -> usize {
+        let kind = kind_of(i);
+        if self.sides[i].hdr.is_empty() {
+            // Empty lines between messages are tolerated.
+            while pos < data.len() && matches!(data[pos], b'\r' | b'\n') {
+                pos += 1;
+            }
+            if pos == data.len() {
+                return pos;
+            }
+            let rest = &data[pos..];
+            match parse::parse_head(kind, rest, cfg) {
+                Outcome::Complete(head, n) => {
+                    let res = if n > cfg.max_header_bytes {
+                        Err(ParseError::HeaderTooLarge)
+                    } else {
+                        self.on_head(cfg, head, ts, ts, out, stats)
+                    };
+                    if let Err(e) = res {
+                        // A well-formed head that cannot be used: skip all of it.
+                        self.count_error(i, e, stats);
+                        self.enter_resync(i, stats);
+                        stats.resync_skipped_bytes += n as u64;
+                    }
+                    pos + n
+                }
+                Outcome::Partial => {
+                    if rest.len() > cfg.max_header_bytes {
+                        return self.error_skip_start(
+                            i,
+                            ParseError::HeaderTooLarge,
+                            data,
+                            pos,
+                            stats,
+                        );
+                    }
+                    let side = &mut self.sides[i];
+                    side.hdr.extend_from_slice(rest);
+                    side.hdr_ts = ts;
+                    data.len()
+                }
+                Outcome::Error(e) => self.error_skip_start(i, e, data, pos, stats),
+            }
+        } else {
+            let rest = &data[pos..];
+            let side = &mut self.sides[i];
+            let have = side.hdr.len();
+            match parse::find_head_end(&side.hdr, rest) {
+                None => {
+                    if have + rest.len() > cfg.max_header_bytes {
+                        self.buffered_error(
+                            cfg,
+                            i,
+                            ParseError::HeaderTooLarge,
+                            false,
+                            ts,
+                            out,
+                            stats,
+                        );
+                        return pos;
+                    }
+                    side.hdr.extend_from_slice(rest);
+                    if side.hdr.len() <= EARLY_CHECK_BYTES {
+                        if let Outcome::Error(e) = parse::parse_head(kind, &side.hdr, cfg) {
+                            self.buffered_error(cfg, i, e, true, ts, out, stats);
+                        }
+                    }
+                    data.len()
+                }
+                Some(end) => {
+                    if have + end > cfg.max_header_bytes {
+                        self.buffered_error(
+                            cfg,
+                            i,
+                            ParseError::HeaderTooLarge,
+                            false,
+                            ts,
+                            out,
+                            stats,
+                        );
+                        return pos;
+                    }
+                    side.hdr.extend_from_slice(&rest[..end]);
+                    match parse::parse_head(kind, &side.hdr, cfg) {
+                        Outcome::Complete(head, n) => {
+                            let first_ts = side.hdr_ts;
+                            let mut buf = std::mem::take(&mut side.hdr);
+                            let leftover = buf.split_off(n.min(buf.len()));
+                            buf.clear();
+                            if buf.capacity() <= KEEP_BUFFER_BYTES {
+                                self.sides[i].hdr = buf;
+                            }
+                            if let Err(e) = self.on_head(cfg, head, first_ts, ts, out, stats) {
+                                self.count_error(i, e, stats);
+                                self.enter_resync(i, stats);
+                            }
+                            if !leftover.is_empty() {
+                                // Bytes after the head that the end-of-head scan
+                                // over-read: they come before `rest[end..]`.
+                                self.feed(cfg, i, &leftover, ts, out, stats);
+                            }
+                            pos + end
+                        }
+                        Outcome::Partial => pos + end,
+                        Outcome::Error(e) => {
+                            self.buffered_error(cfg, i, e, true, ts, out, stats);
+                            pos + end
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// A parse error on a head starting at `data[pos]` (nothing buffered):
+    /// resync after its first token.
+    fn error_skip_start(
+        &mut self,
+        i: usize,
+        e: ParseError,
+        data: &[u8],
+        pos: usize,
+        stats: &mut Http1Stats,
+    ) -> usize {
+        self.count_error(i, e, stats);
+        self.enter_resync(i, stats);
+        let n = first_token_len(&data[pos..]);
+        stats.resync_skipped_bytes += n as u64;
+        pos + n
+    }
+
+    /// A parse error on the buffered head: resync over its bytes after the
+    /// first token (when `rescan`), else drop them all.
+    #[allow(clippy::too_many_arguments)]
+    fn buffered_error(
+        &mut self,
+        cfg: &Http1Config,
+        i: usize,
+        e: ParseError,
+        rescan: bool,
+        ts: Ts,
+        out: &mut Vec<Exchange>,
+        stats: &mut Http1Stats,
+    ) {
+        self.count_error(i, e, stats);
+        let buf = std::mem::take(&mut self.sides[i].hdr);
+        let first_ts = self.sides[i].hdr_ts;
+        self.enter_resync(i, stats);
+        let skip = first_token_len(&buf);
+        if rescan && buf.len() > skip {
+            stats.resync_skipped_bytes += skip as u64;
+            self.sides[i].carry_ts = first_ts;
+            self.feed(cfg, i, &buf[skip..], first_ts, out, stats);
+        } else {
+            stats.resync_skipped_bytes += buf.len() as u64;
+        }
+        let _ = ts;
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn step_body(
+        &mut self,
+        cfg: &Http1Config,
+        i: usize,
+        data: &[u8],
+        pos: usize,
+        ts: Ts,
+        out: &mut Vec<Exchange>,
+        stats: &mut Http1Stats,
+    ) -> usize {
+        let State::Body(cur) = &mut self.sides[i].state else {
+            return pos;
+        };
+        cur.last_ts = ts;
+        let avail = &data[pos..];
+        match &mut cur.framing {
+            Framing::Length(rem) => {
+                let take = usize::try_from(*rem).unwrap_or(usize::MAX).min(avail.len());
+                cur.body.feed(&avail[..take], stats);
+                *rem -= take as u64;
+                if *rem == 0 {
+                    self.complete(i, ts, out, stats);
+                }
+                pos + take
+            }
+            Framing::UntilClose => {
+                cur.body.feed(avail, stats);
+                data.len()
+            }
+            Framing::Chunked(ch) => {
+                let lim = ChunkLimits {
+                    max_chunk_size: cfg.max_chunk_size,
+                    max_line: cfg.max_line_bytes.max(16),
+                    max_trailers: cfg.max_header_bytes,
+                };
+                match ch.step(avail, lim) {
+                    Ok(ChunkStep::Data(n)) => {
+                        cur.body.feed(&avail[..n], stats);
+                        pos + n
+                    }
+                    Ok(ChunkStep::Framing(n)) => pos + n,
+                    Ok(ChunkStep::Done(n)) => {
+                        self.complete(i, ts, out, stats);
+                        pos + n
+                    }
+                    Err((e, n)) => {
+                        if !ch.in_trailers() {
+                            cur.truncated = true;
+                        }
+                        self.complete(i, ts, out, stats);
+                        self.count_error(i, e, stats);
+                        self.enter_resync(i, stats);
+                        pos + n
+                    }
+                }
+            }
+        }
+    }
+
+    /// Looks for a start line, a line at a time; only the current incomplete
+    /// line (at most `max_line_bytes` of it) is kept between calls.
+    #[allow(clippy::too_many_arguments)]
+    fn step_resync(
+        &mut self,
+        cfg: &Http1Config,
+        i: usize,
+        data: &[u8],
+        pos: usize,
+        ts: Ts,
+        out: &mut Vec<Exchange>,
+        stats: &mut Http1Stats,
+    ) -> usize {
+        let kind = kind_of(i);
+        let max_line = cfg.max_line_bytes.max(64);
+        let rest = &data[pos..];
+        let side = &mut self.sides[i];
+        let mut line_start = 0usize;
+        for lf in memchr::memchr_iter(b'\n', rest) {
+            let seg = &rest[line_start..=lf];
+            // Only the last `max_line` bytes of a line can hold a start line.
+            if side.carry.is_empty() || seg.len() >= max_line {
+                let from = seg.len().saturating_sub(max_line);
+                if let Some(o) = parse::find_candidate(kind, &seg[from..]) {
+                    let at = line_start + from + o;
+                    stats.resync_skipped_bytes += (side.carry.len() + from + o) as u64;
+                    side.carry.clear();
+                    side.state = State::Idle;
+                    return pos + at;
+                }
+            } else {
+                let keep = (max_line - seg.len()).min(side.carry.len());
+                let cut = side.carry.len() - keep;
+                let mut joined = Vec::with_capacity(keep + seg.len());
+                joined.extend_from_slice(&side.carry[cut..]);
+                joined.extend_from_slice(seg);
+                if let Some(o) = parse::find_candidate(kind, &joined) {
+                    if o >= keep {
+                        let at = line_start + o - keep;
+                        stats.resync_skipped_bytes += (side.carry.len() + o - keep) as u64;
+                        side.carry.clear();
+                        side.state = State::Idle;
+                        return pos + at;
+                    }
+                    // The start line begins in the carried bytes: replay them.
+                    let start = cut + o;
+                    stats.resync_skipped_bytes += start as u64;
+                    let carry = std::mem::take(&mut side.carry);
+                    let carry_ts = side.carry_ts;
+                    side.state = State::Idle;
+                    self.feed(cfg, i, &carry[start..], carry_ts, out, stats);
+                    return pos + line_start;
+                }
+            }
+            stats.resync_skipped_bytes += (side.carry.len() + seg.len()) as u64;
+            side.carry.clear();
+            line_start = lf + 1;
+        }
+        let tail = &rest[line_start..];
+        if side.carry.is_empty() {
+            side.carry_ts = ts;
+        }
+        if tail.len() >= max_line {
+            let drop = side.carry.len() + tail.len() - max_line;
+            stats.resync_skipped_bytes += drop as u64;
+            side.carry.clear();
+            side.carry.extend_from_slice(&tail[tail.len() - max_line..]);
+        } else {
+            let total = side.carry.len() + tail.len();
+            if total > max_line {
+                let drop = total - max_line;
+                stats.resync_skipped_bytes += drop as u64;
+                side.carry.drain(..drop);
+            }
+            side.carry.extend_from_slice(tail);
+        }
+        data.len()
+    }
+
+    // ----------------------------------------------------------------------
+    // Messages
+
+    fn on_head(
+        &mut self,
+        cfg: &Http1Config,
+        head: Head,
+        first_ts: Ts,
+        ts: Ts,
+        out: &mut Vec<Exchange>,
+        stats: &mut Http1Stats,
+    ) -> Result<(), ParseError> {
+        match head {
+            Head::Req(h) => self.on_request_head(cfg, h, first_ts, ts, out, stats),
+            Head::Resp(h) => self.on_response_head(cfg, h, first_ts, ts, out, stats),
+        }
+    }
+
+    fn on_request_head(
+        &mut self,
+        cfg: &Http1Config,
+        h: ReqHead,
+        first_ts: Ts,
+        ts: Ts,
+        out: &mut Vec<Exchange>,
+        stats: &mut Http1Stats,
+    ) -> Result<(), ParseError> {
+        let info = h.info;
+        let framing = if info.transfer_encoding {
+            if info.chunked {
+                Some(Framing::Chunked(Chunked::new()))
+            } else {
+                // Not chunked last: a server must reject it; everything that
+                // follows on this direction belongs to this request.
+                Some(Framing::UntilClose)
+            }
+        } else if info.content_length_invalid {
+            // The length cannot be known (overflow, garbage): record the
+            // request as bodiless and flagged, so the probe stays visible;
+            // whatever follows is parsed (or resynchronised) as the next message.
+            stats.count_parse_error(ParseError::ContentLength);
+            None
+        } else {
+            match info.content_length {
+                None | Some(0) => None,
+                Some(n) => Some(Framing::Length(n)),
+            }
+        };
+        let ambiguous = info.ambiguous()
+            || (info.transfer_encoding && !info.chunked)
+            || (!info.transfer_encoding && info.content_length_invalid);
+        if ambiguous {
+            stats.ambiguous_framing += 1;
+        }
+        stats.requests += 1;
+        let seq = self.next_seq;
+        self.next_seq = self.next_seq.wrapping_add(1);
+        tracing::debug!(flow = ?self.flow, seq, method = %h.method, "http1 request");
+
+        if self.queue.len() >= cfg.max_pending_requests.max(1) {
+            if let Some(mut old) = self.queue.pop_front() {
+                stats.pending_overflow += 1;
+                match (&old.response, old.resp_done) {
+                    (None, _) => self.pairing_uncertain = true,
+                    (Some(_), false) => old.anomalies.truncated = true,
+                    (Some(_), true) => {}
+                }
+                let x = self.exchange(old, stats);
+                out.push(x);
+            }
+        }
+
+        let is_head = h.method == "HEAD";
+        let is_connect = h.method == "CONNECT";
+        let heap = h.method.capacity() + h.target.capacity() + headers_heap(&h.headers);
+        let request = Request {
+            method: h.method,
+            target: h.target,
+            version: h.version,
+            headers: h.headers,
+            body: Body::default(),
+        };
+        let anomalies = Anomalies {
+            ambiguous_framing: ambiguous,
+            gap: self.req_desync || self.pairing_uncertain,
+            ..Anomalies::default()
+        };
+        let done = framing.is_none();
+        self.queue.push_back(Pending {
+            seq,
+            request,
+            req_done: done,
+            response: None,
+            resp_done: false,
+            interim: Vec::new(),
+            is_head,
+            is_connect,
+            timing: Timing {
+                request_first_ns: first_ts,
+                request_last_ns: ts,
+                response_first_ns: None,
+                response_last_ns: None,
+            },
+            anomalies,
+            heap,
+        });
+        if let Some(framing) = framing {
+            let hint = match framing {
+                Framing::Length(n) => n,
+                _ => 0,
+            };
+            self.sides[REQ].state = State::Body(Box::new(CurMsg {
+                target: Some(seq),
+                framing,
+                body: BodyAcc::new(cfg, info.codings, true, hint),
+                gap: false,
+                truncated: false,
+                last_ts: ts,
+            }));
+        } else {
+            self.try_emit(out, stats);
+        }
+        Ok(())
+    }
+
+    fn on_response_head(
+        &mut self,
+        cfg: &Http1Config,
+        h: RespHead,
+        first_ts: Ts,
+        ts: Ts,
+        out: &mut Vec<Exchange>,
+        stats: &mut Http1Stats,
+    ) -> Result<(), ParseError> {
+        let status = h.status;
+        // The oldest request without a final response, unless the response
+        // started before that request did (then it cannot answer it).
+        let idx = self
+            .queue
+            .iter()
+            .position(|p| p.response.is_none())
+            .filter(|&k| first_ts >= self.queue[k].timing.request_first_ns);
+
+        if (100..200).contains(&status) && status != 101 {
+            stats.interim_responses += 1;
+            if let Some(p) = idx.and_then(|k| self.queue.get_mut(k)) {
+                if p.interim.len() < MAX_INTERIM {
+                    p.interim.push(status);
+                }
+            }
+            return Ok(());
+        }
+
+        let (is_head, is_connect) = idx
+            .and_then(|k| self.queue.get(k))
+            .map_or((false, false), |p| (p.is_head, p.is_connect));
+        let upgraded = status == 101 || (is_connect && (200..300).contains(&status));
+        let info = h.info;
+        let bodyless =
+            upgraded || is_head || (100..200).contains(&status) || status == 204 || status == 304;
+        let framing = if bodyless {
+            None
+        } else if info.transfer_encoding {
+            if info.chunked {
+                Some(Framing::Chunked(Chunked::new()))
+            } else {
+                Some(Framing::UntilClose)
+            }
+        } else if info.content_length_invalid {
+            // Unknown length: read to the close, as for a response without one.
+            stats.count_parse_error(ParseError::ContentLength);
+            Some(Framing::UntilClose)
+        } else {
+            match info.content_length {
+                Some(0) => None,
+                Some(n) => Some(Framing::Length(n)),
+                None => Some(Framing::UntilClose),
+            }
+        };
+        let ambiguous =
+            info.ambiguous() || (!info.transfer_encoding && info.content_length_invalid);
+        if ambiguous {
+            stats.ambiguous_framing += 1;
+        }
+        stats.responses += 1;
+
+        let desync = self.resp_desync || self.pairing_uncertain;
+        let target = match idx.and_then(|k| self.queue.get_mut(k)) {
+            Some(p) => {
+                p.heap += h.reason.capacity() + headers_heap(&h.headers);
+                p.response = Some(Response {
+                    status,
+                    reason: h.reason,
+                    version: h.version,
+                    headers: h.headers,
+                    body: Body::default(),
+                    interim: std::mem::take(&mut p.interim),
+                });
+                p.timing.response_first_ns = Some(first_ts);
+                p.timing.response_last_ns = Some(ts);
+                p.anomalies.ambiguous_framing |= ambiguous;
+                p.anomalies.gap |= desync;
+                Some(p.seq)
+            }
+            None => {
+                stats.orphan_responses += 1;
+                tracing::debug!(flow = ?self.flow, status, "http1 orphan response");
+                if self.queue.iter().all(|p| p.response.is_some()) {
+                    // The answer to a request lost in a gap went by with no
+                    // request waiting: later requests pair with later responses.
+                    self.req_desync = false;
+                }
+                None
+            }
+        };
+
+        if upgraded {
+            stats.upgrades += 1;
+            if let Some(p) = target.and_then(|s| self.entry_mut(s)) {
+                p.anomalies.upgraded = true;
+                p.resp_done = true;
+            }
+            tracing::debug!(flow = ?self.flow, status, "http1 protocol switch");
+            self.stop(out, stats);
+            return Ok(());
+        }
+        match framing {
+            None => {
+                if let Some(p) = target.and_then(|s| self.entry_mut(s)) {
+                    p.resp_done = true;
+                }
+                self.try_emit(out, stats);
+            }
+            Some(framing) => {
+                let hint = match framing {
+                    Framing::Length(n) => n,
+                    _ => 0,
+                };
+                self.sides[RESP].state = State::Body(Box::new(CurMsg {
+                    target,
+                    framing,
+                    body: BodyAcc::new(cfg, info.codings, target.is_some(), hint),
+                    gap: false,
+                    truncated: false,
+                    last_ts: ts,
+                }));
+            }
+        }
+        Ok(())
+    }
+
+    /// The body of side `i` ended at `end_ts`: attach it and emit what is ready.
+    fn complete(&mut self, i: usize, end_ts: Ts, out: &mut Vec<Exchange>, stats: &mut Http1Stats) {
+        let st = std::mem::take(&mut self.sides[i].state);
+        match st {
+            State::Body(cur) => {
+                self.attach(i, *cur, end_ts, stats);
+                self.try_emit(out, stats);
+            }
+            other => self.sides[i].state = other,
+        }
+    }
+
+    /// Moves a finished body into its pending exchange.
+    fn attach(&mut self, i: usize, cur: CurMsg, end_ts: Ts, stats: &mut Http1Stats) {
+        let complete = !cur.truncated && !cur.gap;
+        let (body, decode_failed) = cur.body.finish(complete, stats);
+        if cur.truncated {
+            stats.truncated_messages += 1;
+        }
+        if i == REQ {
+            stats.request_body_bytes = stats.request_body_bytes.saturating_add(body.wire_len);
+        } else {
+            stats.response_body_bytes = stats.response_body_bytes.saturating_add(body.wire_len);
+        }
+        let Some(p) = cur.target.and_then(|s| self.entry_mut(s)) else {
+            return;
+        };
+        p.anomalies.gap |= cur.gap;
+        p.anomalies.truncated |= cur.truncated;
+        p.anomalies.decode_failed |= decode_failed;
+        if i == REQ {
+            p.request.body = body;
+            p.req_done = true;
+            p.timing.request_last_ns = end_ts;
+        } else if let Some(r) = p.response.as_mut() {
+            r.body = body;
+            p.resp_done = true;
+            p.timing.response_last_ns = Some(end_ts);
+        }
+    }
+
+    /// Ends the parsing of one direction, finishing its message in progress.
+    fn end_side(&mut self, i: usize, mode: EndMode, stats: &mut Http1Stats) {
+        let next = if mode == EndMode::Stop {
+            State::Stopped
+        } else {
+            State::Ended
+        };
+        let st = std::mem::replace(&mut self.sides[i].state, next);
+        let side = &mut self.sides[i];
+        let held = (side.hdr.len() + side.carry.len()) as u64;
+        match st {
+            State::Idle if !side.hdr.is_empty() => {
+                if mode == EndMode::Stop {
+                    stats.upgraded_bytes_ignored += held;
+                } else {
+                    stats.truncated_header_blocks += 1;
+                }
+            }
+            State::Resync => {
+                if mode == EndMode::Stop {
+                    stats.upgraded_bytes_ignored += held;
+                } else {
+                    stats.resync_skipped_bytes += held;
+                }
+            }
+            State::Body(mut cur) => {
+                let finished = match cur.framing {
+                    Framing::UntilClose => match mode {
+                        EndMode::End => true,
+                        EndMode::Close { confirmed } => confirmed,
+                        EndMode::Stop => false,
+                    },
+                    Framing::Chunked(ch) => ch.in_trailers(),
+                    Framing::Length(_) => false,
+                };
+                if !finished {
+                    cur.truncated = true;
+                }
+                let last = cur.last_ts;
+                self.attach(i, *cur, last, stats);
+            }
+            State::Ended | State::Stopped => {
+                // Already ended: keep that state.
+                self.sides[i].state = st;
+            }
+            State::Idle => {}
+        }
+        let side = &mut self.sides[i];
+        side.hdr = Vec::new();
+        side.carry = Vec::new();
+    }
+
+    /// The connection switched protocols: finish both sides, emit everything,
+    /// count later bytes only.
+    fn stop(&mut self, out: &mut Vec<Exchange>, stats: &mut Http1Stats) {
+        self.end_side(REQ, EndMode::Stop, stats);
+        self.end_side(RESP, EndMode::Stop, stats);
+        self.sides[REQ].state = State::Stopped;
+        self.sides[RESP].state = State::Stopped;
+        self.flush(out, stats);
+    }
+
+    /// Emits every pending exchange in order, complete or not.
+    fn flush(&mut self, out: &mut Vec<Exchange>, stats: &mut Http1Stats) {
+        while let Some(mut p) = self.queue.pop_front() {
+            if !p.req_done {
+                p.anomalies.truncated = true;
+            }
+            if p.response.is_some() && !p.resp_done {
+                p.anomalies.truncated = true;
+            }
+            let x = self.exchange(p, stats);
+            out.push(x);
+        }
+    }
+
+    /// Emits the exchanges at the front of the queue that are complete.
+    fn try_emit(&mut self, out: &mut Vec<Exchange>, stats: &mut Http1Stats) {
+        while self
+            .queue
+            .front()
+            .is_some_and(|p| p.req_done && p.resp_done)
+        {
+            if let Some(p) = self.queue.pop_front() {
+                let x = self.exchange(p, stats);
+                out.push(x);
+            }
+        }
+        if self.queue.is_empty() && self.sides[REQ].at_boundary() && self.sides[RESP].at_boundary()
+        {
+            // Both directions are between messages with nothing outstanding:
+            // pairing is certain again.
+            self.req_desync = false;
+            self.resp_desync = false;
+            self.pairing_uncertain = false;
+        }
+    }
+
+    fn exchange(&self, p: Pending, stats: &mut Http1Stats) -> Exchange {
+        let mut anomalies = p.anomalies;
+        let mut response = p.response;
+        if let Some(r) = response.as_mut() {
+            if r.interim.is_empty() && !p.interim.is_empty() {
+                r.interim = p.interim;
+            }
+        } else {
+            anomalies.unanswered = true;
+            stats.unanswered += 1;
+        }
+        stats.exchanges += 1;
+        Exchange {
+            flow: self.flow,
+            seq_on_flow: p.seq,
+            request: p.request,
+            response,
+            timing: p.timing,
+            anomalies,
+        }
+    }
+
+    fn entry_mut(&mut self, seq: u32) -> Option<&mut Pending> {
+        let front = self.queue.front()?.seq;
+        let idx = usize::try_from(seq.wrapping_sub(front)).ok()?;
+        self.queue.get_mut(idx).filter(|p| p.seq == seq)
+    }
+
+    fn count_error(&self, i: usize, e: ParseError, stats: &mut Http1Stats) {
+        stats.count_parse_error(e);
+        tracing::debug!(flow = ?self.flow, dir = i, error = %e, "http1 parse error");
+    }
+
+    fn enter_resync(&mut self, i: usize, stats: &mut Http1Stats) {
+        let side = &mut self.sides[i];
+        side.state = State::Resync;
+        side.carry.clear();
+        stats.resyncs += 1;
+    }
+
+    /// Resynchronisation forced by missing bytes: messages may have been lost,
+    /// so pairing is uncertain until the connection is idle again.
+    fn gap_resync(&mut self, i: usize, stats: &mut Http1Stats) {
+        self.enter_resync(i, stats);
+        if i == REQ {
+            self.req_desync = true;
+        } else {
+            self.resp_desync = true;
+            for p in self.queue.iter_mut().filter(|p| p.response.is_none()) {
+                p.anomalies.gap = true;
+            }
+        }
+    }
+}
+
+/// Length of the run of token characters at the start (at least 1), skipped
+/// after a failed head so that resync does not find the same start line again
+/// (`ET / HTTP/1.1` after `GET`).
+fn first_token_len(b: &[u8]) -> usize {
+    let tchar = |c: &u8| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(c);
+    b.iter()
+        .take_while(|c| tchar(c))
+        .count()
+        .max(1)
+        .min(b.len().max(1))
+}
+
+fn kind_of(i: usize) -> Kind {
+    if i == REQ {
+        Kind::Request
+    } else {
+        Kind::Response
+    }
+}
+
+fn headers_heap(hs: &[contracts::Header]) -> usize {
+    std::mem::size_of_val(hs)
+        + hs.iter()
+            .map(|h| h.name.capacity() + h.value.capacity())
+            .sum::<usize>()
 }

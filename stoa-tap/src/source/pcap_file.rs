@@ -375,10 +375,12 @@ impl CaptureFile {
                         PcapBlockOwned::NG(Block::EnhancedPacket(epb)) => {
                             match self.interfaces.get(epb.if_id as usize).copied() {
                                 Some(i) => {
-                                    let raw = (u64::from(epb.ts_high) << 32) | u64::from(epb.ts_low);
+                                    let raw =
+                                        (u64::from(epb.ts_high) << 32) | u64::from(epb.ts_low);
                                     let secs = raw / i.units_per_sec;
                                     let frac = raw % i.units_per_sec;
-                                    let secs = (secs as i64).saturating_add(i.offset_sec).max(0) as u64;
+                                    let secs =
+                                        (secs as i64).saturating_add(i.offset_sec).max(0) as u64;
                                     let ts_ns = secs
                                         .saturating_mul(1_000_000_000)
                                         .saturating_add(scale_to_ns(frac, i.units_per_sec));
@@ -707,7 +709,10 @@ mod tests {
             let got = read_all(&mut c).expect("read");
             assert_eq!(
                 got,
-                vec![(1_000_005_000, b"abc".to_vec()), (2_000_000_000, b"defg".to_vec())]
+                vec![
+                    (1_000_005_000, b"abc".to_vec()),
+                    (2_000_000_000, b"defg".to_vec())
+                ]
             );
             assert!(c.take_warnings().is_empty());
         }
@@ -722,7 +727,10 @@ mod tests {
         let got = read_all(&mut c).expect("read");
         assert_eq!(got.len(), 1);
         let w = c.take_warnings();
-        assert!(matches!(w.as_slice(), [Warning::TruncatedLastRecord { .. }]), "{w:?}");
+        assert!(
+            matches!(w.as_slice(), [Warning::TruncatedLastRecord { .. }]),
+            "{w:?}"
+        );
     }
 
     #[test]
@@ -760,7 +768,15 @@ mod tests {
             .into_iter()
             .map(|(_, d)| d)
             .collect();
-        assert_eq!(got, vec![b"a1".to_vec(), b"b2".to_vec(), b"a3".to_vec(), b"b4".to_vec()]);
+        assert_eq!(
+            got,
+            vec![
+                b"a1".to_vec(),
+                b"b2".to_vec(),
+                b"a3".to_vec(),
+                b"b4".to_vec()
+            ]
+        );
     }
 
     #[test]

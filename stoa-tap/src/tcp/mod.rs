@@ -196,8 +196,16 @@ impl<H: StreamHandler> std::fmt::Debug for FlowTable<H> {
 /// True if the bytes start like an HTTP/1 request line (`TOKEN SP`).
 pub fn looks_like_request(p: &[u8]) -> bool {
     const METHODS: &[&[u8]] = &[
-        b"GET ", b"POST ", b"PUT ", b"DELETE ", b"HEAD ", b"OPTIONS ", b"PATCH ", b"CONNECT ",
-        b"TRACE ", b"PROPFIND ",
+        b"GET ",
+        b"POST ",
+        b"PUT ",
+        b"DELETE ",
+        b"HEAD ",
+        b"OPTIONS ",
+        b"PATCH ",
+        b"CONNECT ",
+        b"TRACE ",
+        b"PROPFIND ",
     ];
     METHODS.iter().any(|m| p.starts_with(m))
 }
@@ -387,8 +395,7 @@ impl<H: StreamHandler> FlowTable<H> {
         let Flow { handler, dirs, .. } = flow;
         let Some(h) = handler.as_mut() else {
             stats.segments_not_http += 1;
-            if seg.flags.has(TcpFlags::RST) || (dirs_closed(dirs) && seg.flags.has(TcpFlags::FIN))
-            {
+            if seg.flags.has(TcpFlags::RST) || (dirs_closed(dirs) && seg.flags.has(TcpFlags::FIN)) {
                 self.remove_flow(key);
             } else if seg.flags.has(TcpFlags::FIN) {
                 dirs[dir.index()].mark_ended();
@@ -416,13 +423,14 @@ impl<H: StreamHandler> FlowTable<H> {
         // complete before their responses are parsed.
         if seg.flags.has(TcpFlags::ACK) && !seg.payload.is_empty() {
             let other = dir.reverse();
-            dirs[other.index()].acked_up_to(seg.ack, ts, stats, &mut |ev| {
-                dispatch(h, ctx, other, ev)
-            });
+            dirs[other.index()]
+                .acked_up_to(seg.ack, ts, stats, &mut |ev| dispatch(h, ctx, other, ev));
         }
 
         let half = &mut dirs[dir.index()];
-        half.segment(seg, missing_tail, ts, cap, stats, &mut |ev| dispatch(h, ctx, dir, ev));
+        half.segment(seg, missing_tail, ts, cap, stats, &mut |ev| {
+            dispatch(h, ctx, dir, ev)
+        });
 
         let reset = seg.flags.has(TcpFlags::RST);
         let finished = dirs_closed(dirs);
@@ -430,8 +438,8 @@ impl<H: StreamHandler> FlowTable<H> {
         let hb = flow.handler.as_ref().map_or(0, |h| h.heap_bytes());
         let old_hb = std::mem::replace(&mut flow.handler_bytes, hb);
         self.variable_bytes = (self.variable_bytes + after + hb).saturating_sub(before + old_hb);
-        self.stats.buffered_bytes = (self.stats.buffered_bytes + after as u64)
-            .saturating_sub(before as u64);
+        self.stats.buffered_bytes =
+            (self.stats.buffered_bytes + after as u64).saturating_sub(before as u64);
 
         if reset {
             self.stats.resets += 1;
@@ -505,12 +513,15 @@ impl<H: StreamHandler> FlowTable<H> {
 
     /// Evicts the `n` least recently active connections.
     fn evict_oldest(&mut self, ctx: &mut H::Ctx, now: u64, n: usize) {
-        let mut all: Vec<(u64, FlowKey)> = self.flows.iter().map(|(k, f)| (f.last_ts, *k)).collect();
+        let mut all: Vec<(u64, FlowKey)> =
+            self.flows.iter().map(|(k, f)| (f.last_ts, *k)).collect();
         let n = n.min(all.len());
         if n == 0 {
             return;
         }
-        all.select_nth_unstable_by(n - 1, |a, b| a.0.cmp(&b.0).then_with(|| cmp_key(&a.1, &b.1)));
+        all.select_nth_unstable_by(n - 1, |a, b| {
+            a.0.cmp(&b.0).then_with(|| cmp_key(&a.1, &b.1))
+        });
         all.truncate(n);
         all.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| cmp_key(&a.1, &b.1)));
         for (_, k) in all {

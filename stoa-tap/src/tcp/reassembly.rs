@@ -104,7 +104,11 @@ impl HalfStream {
             return;
         }
         let syn = seg.flags.has(TcpFlags::SYN);
-        let data_seq = if syn { seg.seq.wrapping_add(1) } else { seg.seq };
+        let data_seq = if syn {
+            seg.seq.wrapping_add(1)
+        } else {
+            seg.seq
+        };
         if !self.started {
             if seg.payload.is_empty() && !syn && !seg.flags.has(TcpFlags::FIN) {
                 // Nothing to anchor the sequence space on (bare ACK or RST).
@@ -247,7 +251,11 @@ impl HalfStream {
         let mut cursor = off;
         for (s, e) in overlapping {
             if s > cursor {
-                self.put(cursor, &data[(cursor - off) as usize..(s - off) as usize], ts);
+                self.put(
+                    cursor,
+                    &data[(cursor - off) as usize..(s - off) as usize],
+                    ts,
+                );
             }
             let ov_start = s.max(cursor);
             let ov_end = e.min(end);

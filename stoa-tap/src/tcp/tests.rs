@@ -101,9 +101,27 @@ fn conversation(
     cuts_s: &[usize],
 ) -> (Vec<Pkt>, Vec<Pkt>, Vec<Pkt>, Vec<Pkt>) {
     let handshake = vec![
-        Pkt { side: C, seq: cisn, ack: 0, flags: SYN, payload: vec![] },
-        Pkt { side: S, seq: sisn, ack: cisn.wrapping_add(1), flags: SYN | ACK, payload: vec![] },
-        Pkt { side: C, seq: cisn.wrapping_add(1), ack: sisn.wrapping_add(1), flags: ACK, payload: vec![] },
+        Pkt {
+            side: C,
+            seq: cisn,
+            ack: 0,
+            flags: SYN,
+            payload: vec![],
+        },
+        Pkt {
+            side: S,
+            seq: sisn,
+            ack: cisn.wrapping_add(1),
+            flags: SYN | ACK,
+            payload: vec![],
+        },
+        Pkt {
+            side: C,
+            seq: cisn.wrapping_add(1),
+            ack: sisn.wrapping_add(1),
+            flags: ACK,
+            payload: vec![],
+        },
     ];
     let cut = |data: &[u8], cuts: &[usize], isn: u32, ack: u32, side: u8| {
         let mut points: Vec<usize> = cuts.iter().map(|c| c % (data.len() + 1)).collect();
@@ -133,9 +151,27 @@ fn conversation(
     let cend = cisn.wrapping_add(1).wrapping_add(req.len() as u32);
     let send = sisn.wrapping_add(1).wrapping_add(resp.len() as u32);
     let fins = vec![
-        Pkt { side: S, seq: send, ack: cend, flags: FIN | ACK, payload: vec![] },
-        Pkt { side: C, seq: cend, ack: send.wrapping_add(1), flags: FIN | ACK, payload: vec![] },
-        Pkt { side: S, seq: send.wrapping_add(1), ack: cend.wrapping_add(1), flags: ACK, payload: vec![] },
+        Pkt {
+            side: S,
+            seq: send,
+            ack: cend,
+            flags: FIN | ACK,
+            payload: vec![],
+        },
+        Pkt {
+            side: C,
+            seq: cend,
+            ack: send.wrapping_add(1),
+            flags: FIN | ACK,
+            payload: vec![],
+        },
+        Pkt {
+            side: S,
+            seq: send.wrapping_add(1),
+            ack: cend.wrapping_add(1),
+            flags: ACK,
+            payload: vec![],
+        },
     ];
     (handshake, cdata, sdata, fins)
 }
@@ -147,8 +183,12 @@ fn expect_clean(done: &[(FlowId, Rec)], req: &[u8], resp: &[u8]) {
     assert_eq!(rec.streams[0], req);
     assert_eq!(rec.streams[1], resp);
     assert_eq!(rec.closed, Some(CloseReason::Closed));
-    assert!(rec.ends.contains(&(Direction::ClientToServer, EndKind::Fin)));
-    assert!(rec.ends.contains(&(Direction::ServerToClient, EndKind::Fin)));
+    assert!(rec
+        .ends
+        .contains(&(Direction::ClientToServer, EndKind::Fin)));
+    assert!(rec
+        .ends
+        .contains(&(Direction::ServerToClient, EndKind::Fin)));
     assert_eq!(done[0].0.server.port(), 5555);
 }
 
@@ -207,7 +247,14 @@ proptest! {
 fn sequence_numbers_wrap_inside_the_stream() {
     let req = b"GET / HTTP/1.1\r\n\r\n".repeat(50);
     let resp = vec![b'x'; 5000];
-    let (hs, c, s, f) = conversation(u32::MAX - 100, u32::MAX - 2000, &req, &resp, &[100, 200, 300], &[1000, 2500, 4000]);
+    let (hs, c, s, f) = conversation(
+        u32::MAX - 100,
+        u32::MAX - 2000,
+        &req,
+        &resp,
+        &[100, 200, 300],
+        &[1000, 2500, 4000],
+    );
     let all: Vec<Pkt> = hs.into_iter().chain(c).chain(s).chain(f).collect();
     expect_clean(&run(&all), &req, &resp);
 }
@@ -220,7 +267,13 @@ fn overlap_keeps_first_copy_and_counts_conflicts() {
     // Segments: [0,3) [3,6) [6,10). Deliver [6,10) first, then a conflicting
     // copy of [4,8), then the rest.
     let last = c.pop().expect("segment");
-    let conflicting = Pkt { side: C, seq: 1001 + 4, ack: 5001, flags: ACK, payload: b"XXXX".to_vec() };
+    let conflicting = Pkt {
+        side: C,
+        seq: 1001 + 4,
+        ack: 5001,
+        flags: ACK,
+        payload: b"XXXX".to_vec(),
+    };
     let mut order = vec![last, conflicting];
     order.extend(c);
     let all: Vec<Pkt> = hs.into_iter().chain(order).chain(s).chain(f).collect();
@@ -272,14 +325,22 @@ fn reset_flushes_and_closes() {
     let req = b"GET / HTTP/1.1\r\n\r\n".to_vec();
     let (hs, c, _, _) = conversation(1, 2, &req, b"", &[], &[]);
     let mut all: Vec<Pkt> = hs.into_iter().chain(c).collect();
-    all.push(Pkt { side: S, seq: 3, ack: 1 + 1 + req.len() as u32, flags: RST | ACK, payload: vec![] });
+    all.push(Pkt {
+        side: S,
+        seq: 3,
+        ack: 1 + 1 + req.len() as u32,
+        flags: RST | ACK,
+        payload: vec![],
+    });
     let mut table = FlowTable::new(TcpConfig::default());
     let mut ctx = Ctx::default();
     feed(&mut table, &mut ctx, &all, 40000);
     assert_eq!(table.len(), 0, "reset connection leaves the table");
     assert_eq!(table.stats.resets, 1);
     let rec = &ctx.done[0].1;
-    assert!(rec.ends.contains(&(Direction::ServerToClient, EndKind::Rst)));
+    assert!(rec
+        .ends
+        .contains(&(Direction::ServerToClient, EndKind::Rst)));
 }
 
 #[test]
@@ -301,8 +362,10 @@ fn other_ports_are_counted_and_ignored() {
 
 #[test]
 fn any_port_detects_http_by_content() {
-    let mut cfg = TcpConfig::default();
-    cfg.ports = ServerPorts::Any;
+    let cfg = TcpConfig {
+        ports: ServerPorts::Any,
+        ..TcpConfig::default()
+    };
     let mut table = FlowTable::<RecH>::new(cfg);
     let mut ctx = Ctx::default();
     // A response seen first: the sender is the server.
@@ -336,8 +399,10 @@ fn buffer_cap_gives_up_on_a_hole() {
     let req = vec![b'r'; 4000];
     let (hs, mut c, _, _) = conversation(10, 20, &req, b"", &[1000, 2000, 3000], &[]);
     c.remove(0); // first 1000 bytes never seen
-    let mut cfg = TcpConfig::default();
-    cfg.max_buffer_per_direction = 1500;
+    let cfg = TcpConfig {
+        max_buffer_per_direction: 1500,
+        ..TcpConfig::default()
+    };
     let mut table = FlowTable::new(cfg);
     let mut ctx = Ctx::default();
     let all: Vec<Pkt> = hs.into_iter().chain(c).collect();
@@ -351,28 +416,47 @@ fn buffer_cap_gives_up_on_a_hole() {
 
 #[test]
 fn memory_cap_evicts_least_recently_active() {
-    let mut cfg = TcpConfig::default();
-    cfg.memory_cap = 64 * 1024;
+    let cfg = TcpConfig {
+        memory_cap: 64 * 1024,
+        ..TcpConfig::default()
+    };
     let mut table = FlowTable::new(cfg);
     let mut ctx = Ctx::default();
     // Many connections each holding 8 KiB out of order.
     for port in 0..64u16 {
         let pkts = vec![
-            Pkt { side: C, seq: 100, ack: 0, flags: SYN, payload: vec![] },
-            Pkt { side: C, seq: 101 + 10, ack: 0, flags: ACK, payload: vec![0u8; 8192] },
+            Pkt {
+                side: C,
+                seq: 100,
+                ack: 0,
+                flags: SYN,
+                payload: vec![],
+            },
+            Pkt {
+                side: C,
+                seq: 101 + 10,
+                ack: 0,
+                flags: ACK,
+                payload: vec![0u8; 8192],
+            },
         ];
         feed(&mut table, &mut ctx, &pkts, 30000 + port);
         assert!(table.memory_bytes() <= 64 * 1024 + 8192 + flow_overhead::<RecH>() * 2);
     }
     assert!(table.stats.flows_evicted > 0);
     assert!(table.stats.peak_memory_bytes > 0);
-    assert!(ctx.done.iter().all(|(_, r)| r.closed == Some(CloseReason::Evicted)));
+    assert!(ctx
+        .done
+        .iter()
+        .all(|(_, r)| r.closed == Some(CloseReason::Evicted)));
 }
 
 #[test]
 fn idle_connections_time_out() {
-    let mut cfg = TcpConfig::default();
-    cfg.idle_timeout_ns = 5_000_000_000;
+    let cfg = TcpConfig {
+        idle_timeout_ns: 5_000_000_000,
+        ..TcpConfig::default()
+    };
     let mut table = FlowTable::<RecH>::new(cfg);
     let mut ctx = Ctx::default();
     let a = TcpSegment {
@@ -384,7 +468,10 @@ fn idle_connections_time_out() {
         payload: b"GET",
     };
     table.process(&mut ctx, &a, 1_000_000_000);
-    let b = TcpSegment { src: addr(C, 40001), ..a };
+    let b = TcpSegment {
+        src: addr(C, 40001),
+        ..a
+    };
     table.process(&mut ctx, &b, 20_000_000_000);
     assert_eq!(table.stats.flows_idle_timeout, 1);
     assert_eq!(table.len(), 1);

@@ -1,0 +1,546 @@
+//! Start line and header parsing (httparse), framing headers, and the patterns
+//! used to find a message start again after a gap or garbage.
+
+use super::coding::Coding;
+use super::Http1Config;
+use contracts::{Header, HttpVersion};
+
+/// Header slots kept on the stack; larger `max_headers` use a heap array.
+const STACK_HEADERS: usize = 128;
+/// Hard ceiling on header slots whatever the configuration says.
+const MAX_HEADER_SLOTS: usize = 4096;
+/// Longest method token accepted when looking for a request line during resync.
+const MAX_METHOD_LEN: usize = 24;
+
+/// Which direction's messages a parser reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kind {
+    Request,
+    Response,
+}
+
+/// Why a message could not be parsed. Each has its own counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(super) enum ParseError {
+    #[error("header block larger than the configured bound")]
+    HeaderTooLarge,
+    #[error("more header fields than the configured bound")]
+    TooManyHeaders,
+    #[error("invalid token in the start line")]
+    Token,
+    #[error("invalid HTTP version")]
+    Version,
+    #[error("invalid status code")]
+    Status,
+    #[error("invalid header name")]
+    HeaderName,
+    #[error("invalid header value")]
+    HeaderValue,
+    #[error("invalid line ending")]
+    NewLine,
+    #[error("invalid Content-Length")]
+    ContentLength,
+    #[error("invalid chunk size")]
+    ChunkSize,
+    #[error("chunk size line too long")]
+    ChunkLineTooLong,
+    #[error("chunk data not followed by CRLF")]
+    ChunkDataEnd,
+    #[error("trailer section larger than the configured bound")]
+    TrailersTooLarge,
+}
+
+impl From<httparse::Error> for ParseError {
+    fn from(e: httparse::Error) -> Self {
+        match e {
+            httparse::Error::HeaderName => ParseError::HeaderName,
+            httparse::Error::HeaderValue => ParseError::HeaderValue,
+            httparse::Error::NewLine => ParseError::NewLine,
+            httparse::Error::Status => ParseError::Status,
+            httparse::Error::Token => ParseError::Token,
+            httparse::Error::TooManyHeaders => ParseError::TooManyHeaders,
+            httparse::Error::Version => ParseError::Version,
+        }
+    }
+}
+
+/// The content codings a body carries, as far as decoding is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(super) enum Codings {
+    /// None (or only `identity`).
+    #[default]
+    Identity,
+    /// Exactly one coding this module decodes.
+    One(Coding),
+    /// Unknown codings, or several stacked.
+    Unsupported,
+}
+
+/// What the headers say about framing and coding.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct FramingInfo {
+    /// First Content-Length value.
+    pub content_length: Option<u64>,
+    /// A Content-Length value that is not a decimal u64.
+    pub content_length_invalid: bool,
+    /// Several different Content-Length values.
+    pub content_length_conflict: bool,
+    /// A Transfer-Encoding field is present.
+    pub transfer_encoding: bool,
+    /// `chunked` is the final transfer coding.
+    pub chunked: bool,
+    /// Transfer-Encoding shapes used for smuggling: `chunked` repeated or not
+    /// last, unknown transfer codings.
+    pub te_suspicious: bool,
+    /// Codings to undo (transfer codings other than chunked, then content codings).
+    pub codings: Codings,
+}
+
+impl FramingInfo {
+    /// Content-Length together with Transfer-Encoding, several Content-Lengths,
+    /// or a suspicious Transfer-Encoding.
+    pub(super) fn ambiguous(&self) -> bool {
+        self.te_suspicious
+            || self.content_length_conflict
+            || (self.transfer_encoding
+                && (self.content_length.is_some() || self.content_length_invalid))
+    }
+}
+
+/// A parsed request head.
+#[derive(Debug)]
+pub(super) struct ReqHead {
+    pub method: String,
+    pub target: String,
+    pub version: HttpVersion,
+    pub headers: Vec<Header>,
+    pub info: FramingInfo,
+}
+
+/// A parsed response head.
+#[derive(Debug)]
+pub(super) struct RespHead {
+    pub status: u16,
+    pub reason: String,
+    pub version: HttpVersion,
+    pub headers: Vec<Header>,
+    pub info: FramingInfo,
+}
+
+/// A parsed head of either kind.
+#[derive(Debug)]
+pub(super) enum Head {
+    Req(ReqHead),
+    Resp(RespHead),
+}
+
+/// Result of parsing the start of a buffer.
+#[derive(Debug)]
+pub(super) enum Outcome {
+    /// A head of this many bytes.
+    Complete(Head, usize),
+    /// Valid so far, more bytes needed.
+    Partial,
+    /// Not a valid head.
+    Error(ParseError),
+}
+
+fn parser_config() -> httparse::ParserConfig {
+    let mut c = httparse::ParserConfig::default();
+    c.allow_multiple_spaces_in_request_line_delimiters(true)
+        .allow_multiple_spaces_in_response_status_delimiters(true)
+        .allow_obsolete_multiline_headers_in_responses(true)
+        .allow_spaces_after_header_name_in_responses(true);
+    c
+}
+
+/// Parses a start line and header block at the start of `buf` (zero-copy:
+/// strings are only made once the head is complete).
+pub(super) fn parse_head(kind: Kind, buf: &[u8], cfg: &Http1Config) -> Outcome {
+    let mut stack = [httparse::EMPTY_HEADER; STACK_HEADERS];
+    let mut heap = Vec::new();
+    let slots: &mut [httparse::Header<'_>] = if cfg.max_headers <= STACK_HEADERS {
+        &mut stack[..cfg.max_headers]
+    } else {
+        heap.resize(
+            cfg.max_headers.min(MAX_HEADER_SLOTS),
+            httparse::EMPTY_HEADER,
+        );
+        &mut heap[..]
+    };
+    let pc = parser_config();
+    match kind {
+        Kind::Request => {
+            let mut req = httparse::Request::new(slots);
+            match pc.parse_request(&mut req, buf) {
+                Ok(httparse::Status::Complete(n)) => {
+                    let head = ReqHead {
+                        method: req.method.unwrap_or_default().to_owned(),
+                        target: req.path.unwrap_or_default().to_owned(),
+                        version: HttpVersion::from_minor(req.version.unwrap_or(1)),
+                        info: framing_info(req.headers),
+                        headers: convert_headers(req.headers),
+                    };
+                    Outcome::Complete(Head::Req(head), n)
+                }
+                Ok(httparse::Status::Partial) => Outcome::Partial,
+                Err(e) => Outcome::Error(e.into()),
+            }
+        }
+        Kind::Response => {
+            let mut resp = httparse::Response::new(slots);
+            match pc.parse_response(&mut resp, buf) {
+                Ok(httparse::Status::Complete(n)) => {
+                    let head = RespHead {
+                        status: resp.code.unwrap_or_default(),
+                        reason: resp.reason.unwrap_or_default().to_owned(),
+                        version: HttpVersion::from_minor(resp.version.unwrap_or(1)),
+                        info: framing_info(resp.headers),
+                        headers: convert_headers(resp.headers),
+                    };
+                    Outcome::Complete(Head::Resp(head), n)
+                }
+                Ok(httparse::Status::Partial) => Outcome::Partial,
+                Err(e) => Outcome::Error(e.into()),
+            }
+        }
+    }
+}
+
+fn convert_headers(hs: &[httparse::Header<'_>]) -> Vec<Header> {
+    hs.iter()
+        .map(|h| Header {
+            name: h.name.to_owned(),
+            value: header_value(h.value),
+        })
+        .collect()
+}
+
+/// Lossy UTF-8, obs-fold line breaks turned into spaces, trimmed.
+fn header_value(v: &[u8]) -> String {
+    let s = String::from_utf8_lossy(v);
+    if s.contains(['\r', '\n']) {
+        let mut out = String::with_capacity(s.len());
+        for part in s.split(['\r', '\n']) {
+            let part = part.trim();
+            if part.is_empty() {
+                continue;
+            }
+            if !out.is_empty() {
+                out.push(' ');
+            }
+            out.push_str(part);
+        }
+        out
+    } else {
+        s.trim().to_owned()
+    }
+}
+
+fn trim_ows(mut t: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = t {
+        t = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = t {
+        t = rest;
+    }
+    t
+}
+
+/// Decimal u64, digits only; None on anything else or overflow.
+fn parse_decimal(t: &[u8]) -> Option<u64> {
+    if t.is_empty() {
+        return None;
+    }
+    t.iter().try_fold(0u64, |acc, &b| {
+        if b.is_ascii_digit() {
+            acc.checked_mul(10)?.checked_add(u64::from(b - b'0'))
+        } else {
+            None
+        }
+    })
+}
+
+fn framing_info(hs: &[httparse::Header<'_>]) -> FramingInfo {
+    let mut fi = FramingInfo::default();
+    let mut last_chunked = false;
+    let mut chunked_seen = 0u32;
+    let mut coding: Option<Coding> = None;
+    let mut n_codings = 0u32;
+    let mut unknown_coding = false;
+    for h in hs {
+        let name = h.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"content-length") {
+            let mut any = false;
+            for part in h.value.split(|&b| b == b',') {
+                let t = trim_ows(part);
+                if t.is_empty() {
+                    continue;
+                }
+                any = true;
+                match parse_decimal(t) {
+                    None => fi.content_length_invalid = true,
+                    Some(v) => match fi.content_length {
+                        None => fi.content_length = Some(v),
+                        Some(prev) if prev != v => fi.content_length_conflict = true,
+                        Some(_) => {}
+                    },
+                }
+            }
+            if !any {
+                fi.content_length_invalid = true;
+            }
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            fi.transfer_encoding = true;
+            for part in h.value.split(|&b| b == b',') {
+                let t = trim_ows(part);
+                // Parameters (`;q=...`) are not part of the coding name.
+                let t = trim_ows(t.split(|&b| b == b';').next().unwrap_or_default());
+                if t.is_empty() {
+                    continue;
+                }
+                if last_chunked {
+                    // Something after `chunked`: the body is not chunk-framed.
+                    fi.te_suspicious = true;
+                }
+                if t.eq_ignore_ascii_case(b"chunked") {
+                    chunked_seen += 1;
+                    last_chunked = true;
+                    continue;
+                }
+                last_chunked = false;
+                if t.eq_ignore_ascii_case(b"identity") {
+                    continue;
+                }
+                match Coding::from_token(t) {
+                    Some(c) => {
+                        coding = Some(c);
+                        n_codings += 1;
+                    }
+                    None => {
+                        unknown_coding = true;
+                        fi.te_suspicious = true;
+                    }
+                }
+            }
+        } else if name.eq_ignore_ascii_case(b"content-encoding") {
+            for part in h.value.split(|&b| b == b',') {
+                let t = trim_ows(part);
+                if t.is_empty() || t.eq_ignore_ascii_case(b"identity") {
+                    continue;
+                }
+                match Coding::from_token(t) {
+                    Some(c) => {
+                        coding = Some(c);
+                        n_codings += 1;
+                    }
+                    None => unknown_coding = true,
+                }
+            }
+        }
+    }
+    fi.chunked = last_chunked;
+    if chunked_seen > 1 {
+        fi.te_suspicious = true;
+    }
+    fi.codings = match (unknown_coding, n_codings, coding) {
+        (false, 0, _) => Codings::Identity,
+        (false, 1, Some(c)) => Codings::One(c),
+        _ => Codings::Unsupported,
+    };
+    fi
+}
+
+/// Position after the empty line ending a header block, searching the new
+/// bytes `rest` that follow the already buffered `buf` (which holds no end).
+pub(super) fn find_head_end(buf: &[u8], rest: &[u8]) -> Option<usize> {
+    let before = |k: usize, d: usize| -> Option<u8> {
+        if k >= d {
+            rest.get(k - d).copied()
+        } else {
+            buf.len()
+                .checked_sub(d - k)
+                .and_then(|j| buf.get(j).copied())
+        }
+    };
+    memchr::memchr_iter(b'\n', rest).find_map(|k| {
+        let p1 = before(k, 1);
+        let end = p1 == Some(b'\n') || (p1 == Some(b'\r') && before(k, 2) == Some(b'\n'));
+        end.then_some(k + 1)
+    })
+}
+
+const KNOWN_METHODS: &[&[u8]] = &[
+    b"GET",
+    b"HEAD",
+    b"POST",
+    b"PUT",
+    b"DELETE",
+    b"CONNECT",
+    b"OPTIONS",
+    b"TRACE",
+    b"PATCH",
+    b"PROPFIND",
+    b"PROPPATCH",
+    b"MKCOL",
+    b"COPY",
+    b"MOVE",
+    b"LOCK",
+    b"UNLOCK",
+    b"SEARCH",
+    b"REPORT",
+    b"MERGE",
+    b"PURGE",
+];
+
+/// Where a message start line begins in `line` (which ends with LF), if it
+/// contains one that ends the line.
+pub(super) fn find_candidate(kind: Kind, line: &[u8]) -> Option<usize> {
+    match kind {
+        Kind::Request => request_candidate(line),
+        Kind::Response => response_candidate(line),
+    }
+}
+
+/// `METHOD SP target SP HTTP/1.x` at the end of the line: the method is a run
+/// of A-Z (a known method when garbage letters precede it), the target starts
+/// with `/`, `*`, `http://`/`https://`, or is an authority for CONNECT.
+fn request_candidate(line: &[u8]) -> Option<usize> {
+    let l = line.strip_suffix(b"\n")?;
+    let l = l.strip_suffix(b"\r").unwrap_or(l);
+    let rest = l
+        .strip_suffix(b"HTTP/1.1")
+        .or_else(|| l.strip_suffix(b"HTTP/1.0"))?;
+    let mut e = rest.len();
+    let sp = e;
+    while e > 0 && rest[e - 1] == b' ' {
+        e -= 1;
+    }
+    if e == sp {
+        return None;
+    }
+    let tend = e;
+    while e > 0 && rest[e - 1] > b' ' && rest[e - 1] != 0x7f {
+        e -= 1;
+    }
+    let target = &rest[e..tend];
+    if target.is_empty() {
+        return None;
+    }
+    let sp = e;
+    while e > 0 && rest[e - 1] == b' ' {
+        e -= 1;
+    }
+    if e == sp {
+        return None;
+    }
+    let mend = e;
+    while e > 0 && rest[e - 1].is_ascii_uppercase() && mend - e < MAX_METHOD_LEN {
+        e -= 1;
+    }
+    let run = &rest[e..mend];
+    if run.is_empty() {
+        return None;
+    }
+    let known = KNOWN_METHODS
+        .iter()
+        .filter(|m| run.ends_with(m))
+        .max_by_key(|m| m.len());
+    let start = match known {
+        Some(m) => mend - m.len(),
+        None => e,
+    };
+    let method = &rest[start..mend];
+    let lower_prefix =
+        |p: &[u8]| target.len() >= p.len() && target[..p.len()].eq_ignore_ascii_case(p);
+    let target_ok = target[0] == b'/'
+        || target == b"*"
+        || lower_prefix(b"http://")
+        || lower_prefix(b"https://")
+        || (method == b"CONNECT" && target.contains(&b':'));
+    target_ok.then_some(start)
+}
+
+/// `HTTP/1.[01] ddd` followed by a space or the line end.
+fn response_candidate(line: &[u8]) -> Option<usize> {
+    let mut from = 0;
+    while let Some(k) = memchr::memmem::find(&line[from..], b"HTTP/1.") {
+        let s = from + k;
+        let t = &line[s..];
+        if t.len() >= 13
+            && matches!(t[7], b'0' | b'1')
+            && t[8] == b' '
+            && t[9..12].iter().all(u8::is_ascii_digit)
+            && matches!(t[12], b' ' | b'\r' | b'\n')
+        {
+            return Some(s);
+        }
+        from = s + 1;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_candidates() {
+        assert_eq!(
+            find_candidate(Kind::Request, b"GET / HTTP/1.1\r\n"),
+            Some(0)
+        );
+        assert_eq!(
+            find_candidate(Kind::Request, b"xx\x00GET /a?b HTTP/1.0\n"),
+            Some(3)
+        );
+        assert_eq!(
+            find_candidate(Kind::Request, b"zzXPOST /a HTTP/1.1\r\n"),
+            Some(3)
+        );
+        assert_eq!(
+            find_candidate(Kind::Request, b"FOO * HTTP/1.1\r\n"),
+            Some(0)
+        );
+        assert_eq!(
+            find_candidate(Kind::Request, b"CONNECT example.com:443 HTTP/1.1\r\n"),
+            Some(0)
+        );
+        assert_eq!(find_candidate(Kind::Request, b"GET x HTTP/1.1\r\n"), None);
+        assert_eq!(find_candidate(Kind::Request, b"get / HTTP/1.1\r\n"), None);
+        assert_eq!(find_candidate(Kind::Request, b"GET / HTTP/2.0\r\n"), None);
+        assert_eq!(find_candidate(Kind::Request, b"GET / HTTP/1.1"), None);
+        assert_eq!(find_candidate(Kind::Request, b" HTTP/1.1\n"), None);
+    }
+
+    #[test]
+    fn response_candidates() {
+        assert_eq!(
+            find_candidate(Kind::Response, b"HTTP/1.1 200 OK\r\n"),
+            Some(0)
+        );
+        assert_eq!(
+            find_candidate(Kind::Response, b"junkHTTP/1.0 404\n"),
+            Some(4)
+        );
+        assert_eq!(find_candidate(Kind::Response, b"HTTP/1.1 2000\r\n"), None);
+        assert_eq!(find_candidate(Kind::Response, b"HTTP/1.2 200 OK\r\n"), None);
+    }
+
+    #[test]
+    fn head_end_across_buffers() {
+        assert_eq!(find_head_end(b"GET / HTTP/1.1\r\n", b"\r\nrest"), Some(2));
+        assert_eq!(find_head_end(b"GET / HTTP/1.1\r\n\r", b"\nrest"), Some(1));
+        assert_eq!(find_head_end(b"GET / HTTP/1.1\n", b"\n"), Some(1));
+        assert_eq!(find_head_end(b"", b"A: b\r\n"), None);
+        assert_eq!(find_head_end(b"", b"\n\r\n"), Some(3));
+    }
+
+    #[test]
+    fn content_length_values() {
+        assert_eq!(parse_decimal(b"18446744073709551615"), Some(u64::MAX));
+        assert_eq!(parse_decimal(b"18446744073709551616"), None);
+        assert_eq!(parse_decimal(b"+5"), None);
+        assert_eq!(parse_decimal(b""), None);
+    }
+}
