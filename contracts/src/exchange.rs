@@ -227,9 +227,7 @@ mod sample_serde {
                 }
                 (0..h.len())
                     .step_by(2)
-                    .map(|i| {
-                        u8::from_str_radix(&h[i..i + 2], 16).map_err(serde::de::Error::custom)
-                    })
+                    .map(|i| u8::from_str_radix(&h[i..i + 2], 16).map_err(serde::de::Error::custom))
                     .collect()
             }
             None => Ok(t.into_bytes()),
@@ -252,7 +250,11 @@ mod tests {
 
     #[test]
     fn binary_and_text_samples_round_trip_through_json() {
-        for s in [&b"{\"a\":1}"[..], &[0xff, 0x00, 0x10][..], b"hex:looks-like-hex"] {
+        for s in [
+            &b"{\"a\":1}"[..],
+            &[0xff, 0x00, 0x10][..],
+            b"hex:looks-like-hex",
+        ] {
             let b = body(s);
             let j = serde_json::to_string(&b).expect("serialize");
             let back: Body = serde_json::from_str(&j).expect("deserialize");
