@@ -218,6 +218,14 @@ fn convert_headers(hs: &[httparse::Header<'_>]) -> Vec<Header> {
 
 /// Lossy UTF-8, obs-fold line breaks turned into spaces, trimmed.
 fn header_value(v: &[u8]) -> String {
+    // Common case first: one line of valid UTF-8 (validation is vectorised,
+    // the lossy path walks chunk by chunk).
+    let t = trim_ows(v);
+    if memchr::memchr2(b'\r', b'\n', t).is_none() {
+        if let Ok(s) = std::str::from_utf8(t) {
+            return s.to_owned();
+        }
+    }
     let s = String::from_utf8_lossy(v);
     if s.contains(['\r', '\n']) {
         let mut out = String::with_capacity(s.len());
