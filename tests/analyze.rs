@@ -136,9 +136,12 @@ fn fixtures_with_expectations() -> Vec<(PathBuf, PathBuf)> {
 }
 
 fn run_views(input: &Path, extra: &[&str]) -> (Output, Vec<View>) {
+    // Tests run in parallel: every call writes its own file.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let dir = tmpdir("views");
     let name = input.file_name().and_then(|n| n.to_str()).unwrap_or("x");
-    let out_path = dir.join(format!("{name}.jsonl"));
+    let out_path = dir.join(format!("{name}.{n}.jsonl"));
     let mut args = vec![
         input.to_str().expect("utf-8 path"),
         "--json",
