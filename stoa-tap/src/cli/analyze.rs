@@ -2,6 +2,7 @@
 
 use super::exit;
 use clap::Args;
+use contracts::Exchange;
 use std::io::{BufWriter, IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -10,22 +11,12 @@ use stoa_tap::source::pcap_file::{expand_inputs, Capture, SourceError};
 use stoa_tap::summary::Summary;
 use stoa_tap::tcp::ServerPorts;
 
-/// Options of `analyze`.
+/// Engine options shared by every command that reads captures.
 #[derive(Debug, Args)]
-pub struct AnalyzeArgs {
-    /// Capture files (pcap, pcapng, optionally .gz) or directories of them
-    /// (e.g. tcpdump -C/-G rotations), read as one time-ordered capture.
-    #[arg(required = true, value_name = "FILE|DIR")]
-    inputs: Vec<PathBuf>,
+pub struct EngineArgs {
     /// Server port to analyse (repeatable), or `any` to detect HTTP on every port.
     #[arg(long = "port", value_name = "PORT|any", default_value = "5555")]
     ports: Vec<String>,
-    /// Print the summary as JSON instead of a table.
-    #[arg(long)]
-    json: bool,
-    /// Write every exchange as one JSON object per line to this file (`-` for stdout).
-    #[arg(long, value_name = "FILE")]
-    exchanges: Option<PathBuf>,
     /// Close connections idle for this many seconds of capture time.
     #[arg(long, default_value_t = 300, value_name = "SECS")]
     idle_timeout: u64,
@@ -42,6 +33,25 @@ pub struct AnalyzeArgs {
     /// Never show a progress bar.
     #[arg(long)]
     no_progress: bool,
+}
+
+/// Options of `analyze`.
+#[derive(Debug, Args)]
+pub struct AnalyzeArgs {
+    /// Capture files (pcap, pcapng, optionally .gz) or directories of them
+    /// (e.g. tcpdump -C/-G rotations), read as one time-ordered capture.
+    #[arg(required = true, value_name = "FILE|DIR")]
+    inputs: Vec<PathBuf>,
+    #[command(flatten)]
+    engine: EngineArgs,
+    /// Print the summary as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Write every exchange as one JSON object per line to this file (`-` for stdout).
+    #[arg(long, value_name = "FILE")]
+    exchanges: Option<PathBuf>,
+    #[command(flatten)]
+    contracts: super::contracts::ContractArgs,
 }
 
 fn parse_ports(raw: &[String]) -> Result<ServerPorts, String> {
@@ -73,41 +83,42 @@ fn source_exit(e: &SourceError) -> i32 {
     }
 }
 
-/// Runs `analyze`; returns the exit code.
-pub fn run(args: AnalyzeArgs) -> i32 {
-    let ports = match parse_ports(&args.ports) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit::USAGE;
-        }
-    };
-    let (files, mut warnings) = match expand_inputs(&args.inputs) {
-        Ok(v) => v,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return source_exit(&e);
-        }
-    };
-    let mut capture = match Capture::open(&files) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return source_exit(&e);
-        }
-    };
+/// What a pass over the captures produced.
+pub struct CaptureRun {
+    /// The engine, finished, with all its counters.
+    pub engine: Engine,
+    /// Files read, in order.
+    pub files: Vec<PathBuf>,
+    /// Non-fatal input problems.
+    pub warnings: Vec<String>,
+    /// Wall-clock seconds.
+    pub elapsed: f64,
+    /// Exit code so far (non-zero when an input turned out corrupt midway).
+    pub status: i32,
+    /// First error of the exchange sink, if any.
+    pub sink_error: Option<std::io::Error>,
+}
 
-    let mut out: Option<Box<dyn Write>> = match &args.exchanges {
-        None => None,
-        Some(p) if p.as_os_str() == "-" => Some(Box::new(BufWriter::new(std::io::stdout()))),
-        Some(p) => match std::fs::File::create(p) {
-            Ok(f) => Some(Box::new(BufWriter::with_capacity(1 << 20, f))),
-            Err(e) => {
-                eprintln!("error: {}: cannot create: {e}", p.display());
-                return exit::OUTPUT;
-            }
-        },
-    };
+/// Reads every input as one capture, handing each exchange to `sink`.
+/// Errors before any packet was read return the exit code.
+pub fn run_captures(
+    inputs: &[PathBuf],
+    args: &EngineArgs,
+    mut sink: impl FnMut(&Exchange) -> std::io::Result<()>,
+) -> Result<CaptureRun, i32> {
+    let ports = parse_ports(&args.ports).map_err(|e| {
+        eprintln!("error: {e}");
+        exit::USAGE
+    })?;
+    let (files, warnings) = expand_inputs(inputs).map_err(|e| {
+        eprintln!("error: {e}");
+        source_exit(&e)
+    })?;
+    let mut capture = Capture::open(&files).map_err(|e| {
+        eprintln!("error: {e}");
+        source_exit(&e)
+    })?;
+    let mut warnings: Vec<String> = warnings.iter().map(|w| w.to_string()).collect();
 
     let mut cfg = EngineConfig::default();
     cfg.tcp.ports = ports;
@@ -131,9 +142,18 @@ pub fn run(args: AnalyzeArgs) -> i32 {
             });
 
     let started = Instant::now();
-    let mut write_error: Option<std::io::Error> = None;
+    let mut sink_error: Option<std::io::Error> = None;
     let mut status = exit::OK;
     let mut n: u64 = 0;
+    let mut drain = |engine: &mut Engine, sink_error: &mut Option<std::io::Error>| {
+        for ex in engine.take_exchanges() {
+            if sink_error.is_none() {
+                if let Err(e) = sink(&ex) {
+                    *sink_error = Some(e);
+                }
+            }
+        }
+    };
     loop {
         match capture.next_with(|pkt| engine.packet(&pkt)) {
             Ok(Some(())) => {}
@@ -147,7 +167,7 @@ pub fn run(args: AnalyzeArgs) -> i32 {
         }
         n += 1;
         if engine.has_exchanges() {
-            write_exchanges(&mut engine, &mut out, &mut write_error);
+            drain(&mut engine, &mut sink_error);
         }
         if n % 65536 == 0 {
             if let Some(pb) = &progress {
@@ -156,27 +176,69 @@ pub fn run(args: AnalyzeArgs) -> i32 {
         }
     }
     engine.finish();
-    write_exchanges(&mut engine, &mut out, &mut write_error);
+    drain(&mut engine, &mut sink_error);
     if let Some(pb) = progress {
         pb.finish_and_clear();
     }
+    let elapsed = started.elapsed().as_secs_f64();
+    for w in capture.take_warnings() {
+        tracing::warn!(warning = %w, "input");
+        warnings.push(w.to_string());
+    }
+    Ok(CaptureRun {
+        engine,
+        files,
+        warnings,
+        elapsed,
+        status,
+        sink_error,
+    })
+}
+
+/// Runs `analyze`; returns the exit code.
+pub fn run(args: AnalyzeArgs) -> i32 {
+    let mut out: Option<Box<dyn Write>> = match &args.exchanges {
+        None => None,
+        Some(p) if p.as_os_str() == "-" => Some(Box::new(BufWriter::new(std::io::stdout()))),
+        Some(p) => match std::fs::File::create(p) {
+            Ok(f) => Some(Box::new(BufWriter::with_capacity(1 << 20, f))),
+            Err(e) => {
+                eprintln!("error: {}: cannot create: {e}", p.display());
+                return exit::OUTPUT;
+            }
+        },
+    };
+    let mut learner = match args.contracts.learner() {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+
+    let run = match run_captures(&args.inputs, &args.engine, |ex| {
+        if let Some(l) = learner.as_mut() {
+            l.observe(ex);
+        }
+        if let Some(w) = out.as_mut() {
+            serde_json::to_writer(&mut *w, ex).map_err(std::io::Error::other)?;
+            w.write_all(b"\n")?;
+        }
+        Ok(())
+    }) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    let mut write_error = run.sink_error;
     if let Some(w) = out.as_mut() {
         if let Err(e) = w.flush() {
             write_error.get_or_insert(e);
         }
     }
-    let elapsed = started.elapsed().as_secs_f64();
-    warnings.extend(capture.take_warnings());
-    for w in &warnings {
-        tracing::warn!(warning = %w, "input");
-    }
     let summary = Summary::of(
-        &engine,
-        files.iter().map(|f| f.display().to_string()).collect(),
-        elapsed,
-        warnings.iter().map(|w| w.to_string()).collect(),
+        &run.engine,
+        run.files.iter().map(|f| f.display().to_string()).collect(),
+        run.elapsed,
+        run.warnings.clone(),
     );
-    let rendered = if args.json {
+    let mut rendered = if args.json {
         match serde_json::to_string_pretty(&summary) {
             Ok(s) => s + "\n",
             Err(e) => {
@@ -187,6 +249,15 @@ pub fn run(args: AnalyzeArgs) -> i32 {
     } else {
         summary.to_table()
     };
+    if let Some(l) = learner.as_ref() {
+        if let Err(code) = l.write_outputs(&args.contracts) {
+            return code;
+        }
+        if !args.json {
+            rendered.push('\n');
+            rendered.push_str(&l.endpoint_table());
+        }
+    }
     // With exchanges on stdout, the summary goes to stderr to keep stdout JSON lines.
     let to_stderr = args
         .exchanges
@@ -201,26 +272,7 @@ pub fn run(args: AnalyzeArgs) -> i32 {
         eprintln!("error: writing output: {e}");
         return exit::OUTPUT;
     }
-    status
-}
-
-fn write_exchanges(
-    engine: &mut Engine,
-    out: &mut Option<Box<dyn Write>>,
-    err: &mut Option<std::io::Error>,
-) {
-    for ex in engine.take_exchanges() {
-        let Some(w) = out.as_mut() else { continue };
-        if err.is_some() {
-            continue;
-        }
-        let r = serde_json::to_writer(&mut *w, &ex)
-            .map_err(std::io::Error::other)
-            .and_then(|()| w.write_all(b"\n"));
-        if let Err(e) = r {
-            *err = Some(e);
-        }
-    }
+    run.status
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Argument parsing, logging set-up and exit codes.
 
 mod analyze;
+mod contracts;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -20,6 +21,8 @@ pub mod exit {
     pub const CORRUPT: i32 = 5;
     /// An output could not be written.
     pub const OUTPUT: i32 = 6;
+    /// `diff`: the traffic does not match the declared spec.
+    pub const DRIFT: i32 = 7;
 }
 
 /// Passive HTTP/1.x API-traffic analyzer for API gateways.
@@ -44,8 +47,13 @@ enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Analyse capture files offline: HTTP exchanges and a capture summary.
+    /// Analyse capture files offline: HTTP exchanges, a capture summary and,
+    /// with --out, the API contracts learned from them.
     Analyze(analyze::AnalyzeArgs),
+    /// Merge observation snapshots (from several taps or files) into one.
+    Merge(contracts::MergeArgs),
+    /// Report traffic that a declared OpenAPI spec does not describe.
+    Diff(contracts::DiffArgs),
 }
 
 fn init_logging(format: LogFormat, verbose: u8) {
@@ -82,5 +90,7 @@ pub fn main() -> i32 {
     init_logging(cli.log_format, cli.verbose);
     match cli.command {
         Command::Analyze(args) => analyze::run(args),
+        Command::Merge(args) => contracts::merge(args),
+        Command::Diff(args) => contracts::diff(args),
     }
 }

@@ -1,0 +1,286 @@
+//! Contract learning at the command line: `analyze --out`, `merge`, `diff`.
+
+use super::analyze::{run_captures, EngineArgs};
+use super::exit;
+use clap::Args;
+use contracts::{Exchange, InferenceConfig, Observations, TemplateHint};
+use std::path::{Path, PathBuf};
+
+/// Contract options of `analyze`.
+#[derive(Debug, Args)]
+pub struct ContractArgs {
+    /// Learn contracts and write them here: openapi.yaml, openapi.json,
+    /// openapi/<api>.{yaml,json}, uac/<api>.json, observations.json.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub inference: InferenceArgs,
+}
+
+/// Inference options shared by the commands that learn contracts.
+#[derive(Debug, Args)]
+pub struct InferenceArgs {
+    /// File of known path templates, one per line (`/users/{userId}`, optionally
+    /// preceded by a method); they always win over guesses.
+    #[arg(long, value_name = "FILE")]
+    pub hints: Option<PathBuf>,
+    /// Extra sensitive field, parameter or header name pattern to redact
+    /// (repeatable; `*` is a wildcard, otherwise a substring match).
+    #[arg(long = "redact-field", value_name = "PATTERN")]
+    pub redact_fields: Vec<String>,
+    /// Tenant written into UAC drafts.
+    #[arg(long, default_value = "default", value_name = "ID")]
+    pub tenant: String,
+}
+
+impl InferenceArgs {
+    /// The inference configuration these options describe.
+    pub fn config(&self) -> Result<InferenceConfig, i32> {
+        let mut cfg = InferenceConfig::default();
+        if let Some(path) = &self.hints {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                eprintln!("error: {}: cannot read: {e}", path.display());
+                exit::UNREADABLE
+            })?;
+            cfg.hints = TemplateHint::parse_list(&text).map_err(|e| {
+                eprintln!("error: {}: {e}", path.display());
+                exit::USAGE
+            })?;
+        }
+        cfg.redaction
+            .extra_field_patterns
+            .extend(self.redact_fields.iter().cloned());
+        cfg.tenant_id = self.tenant.clone();
+        Ok(cfg)
+    }
+}
+
+/// Observations being learned during a run.
+pub struct Learner {
+    cfg: InferenceConfig,
+    obs: Observations,
+}
+
+impl ContractArgs {
+    /// A learner when `--out` was given.
+    pub fn learner(&self) -> Result<Option<Learner>, i32> {
+        if self.out.is_none() {
+            return Ok(None);
+        }
+        let cfg = self.inference.config()?;
+        Ok(Some(Learner {
+            obs: Observations::new(&cfg),
+            cfg,
+        }))
+    }
+}
+
+impl Learner {
+    /// Adds one exchange.
+    pub fn observe(&mut self, ex: &Exchange) {
+        self.obs.observe(ex);
+    }
+
+    /// The per-endpoint table printed after the capture summary.
+    pub fn endpoint_table(&self) -> String {
+        contracts::summary::endpoint_table(&self.obs)
+    }
+
+    /// Writes every document into `--out`.
+    pub fn write_outputs(&self, args: &ContractArgs) -> Result<(), i32> {
+        match &args.out {
+            Some(dir) => write_documents(dir, &self.obs, &self.cfg),
+            None => Ok(()),
+        }
+    }
+}
+
+fn write_file(path: &Path, text: &str) -> Result<(), i32> {
+    // Write beside, then rename: a reader never sees half a document.
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| {
+            eprintln!("error: {}: cannot write: {e}", path.display());
+            exit::OUTPUT
+        })
+}
+
+/// Writes OpenAPI (combined and per API), UAC drafts and the observations.
+pub fn write_documents(dir: &Path, obs: &Observations, cfg: &InferenceConfig) -> Result<(), i32> {
+    for sub in [dir.to_path_buf(), dir.join("openapi"), dir.join("uac")] {
+        std::fs::create_dir_all(&sub).map_err(|e| {
+            eprintln!("error: {}: cannot create: {e}", sub.display());
+            exit::OUTPUT
+        })?;
+    }
+    let docs = contracts::openapi::emit(obs, cfg);
+    for d in &docs {
+        write_file(
+            &dir.join("openapi").join(format!("{}.yaml", d.name)),
+            &d.to_yaml(),
+        )?;
+        write_file(
+            &dir.join("openapi").join(format!("{}.json", d.name)),
+            &d.to_json(),
+        )?;
+    }
+    let combined = contracts::openapi::combine(&docs, cfg);
+    write_file(&dir.join("openapi.yaml"), &combined.to_yaml())?;
+    write_file(&dir.join("openapi.json"), &combined.to_json())?;
+    for (name, doc) in contracts::uac::emit(obs, cfg) {
+        let text = serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n";
+        write_file(&dir.join("uac").join(format!("{name}.json")), &text)?;
+    }
+    write_file(&dir.join("observations.json"), &obs.to_json())?;
+    Ok(())
+}
+
+/// Loads observations written by `analyze --out` or `merge`.
+fn load_observations(path: &Path) -> Result<Observations, i32> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        eprintln!("error: {}: cannot read: {e}", path.display());
+        exit::UNREADABLE
+    })?;
+    Observations::from_json(&text).map_err(|e| {
+        eprintln!("error: {}: {e}", path.display());
+        exit::NOT_A_CAPTURE
+    })
+}
+
+/// True if the file starts like a JSON document (observations) rather than a capture.
+fn is_json(path: &Path) -> bool {
+    use std::io::Read;
+    let mut buf = [0u8; 64];
+    let n = std::fs::File::open(path)
+        .and_then(|mut f| f.read(&mut buf))
+        .unwrap_or(0);
+    buf[..n]
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|b| *b == b'{')
+}
+
+/// Options of `merge`.
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// Observation files (`observations.json` from `analyze --out` or `merge`).
+    #[arg(required = true, value_name = "SNAPSHOT")]
+    inputs: Vec<PathBuf>,
+    /// Where to write the merged observations.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    output: PathBuf,
+    /// Also write the documents (OpenAPI, UAC) of the merged observations here.
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+}
+
+/// Runs `merge`.
+pub fn merge(args: MergeArgs) -> i32 {
+    let mut merged: Option<Observations> = None;
+    for p in &args.inputs {
+        let obs = match load_observations(p) {
+            Ok(o) => o,
+            Err(code) => return code,
+        };
+        match merged.as_mut() {
+            None => merged = Some(obs),
+            Some(m) => m.merge(&obs),
+        }
+    }
+    let Some(merged) = merged else {
+        return exit::USAGE;
+    };
+    if let Err(code) = write_file(&args.output, &merged.to_json()) {
+        return code;
+    }
+    if let Some(dir) = &args.out {
+        if let Err(code) = write_documents(dir, &merged, merged.config()) {
+            return code;
+        }
+    }
+    println!(
+        "merged {} snapshots: {} exchanges -> {}",
+        args.inputs.len(),
+        merged.exchanges(),
+        args.output.display()
+    );
+    exit::OK
+}
+
+/// Options of `diff`.
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The declared OpenAPI 3.0 document (YAML or JSON).
+    #[arg(long, value_name = "FILE")]
+    spec: PathBuf,
+    /// Captures (files or directories) or observation files to compare with it.
+    #[arg(required = true, value_name = "INPUT")]
+    inputs: Vec<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    engine: EngineArgs,
+    #[command(flatten)]
+    inference: InferenceArgs,
+}
+
+/// Runs `diff`: exit 0 when the traffic matches the spec, [`exit::DRIFT`] when it does not.
+pub fn diff(args: DiffArgs) -> i32 {
+    let text = match std::fs::read_to_string(&args.spec) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {}: cannot read: {e}", args.spec.display());
+            return exit::UNREADABLE;
+        }
+    };
+    let spec = match contracts::openapi::parse_spec(&text) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {}: {e}", args.spec.display());
+            return exit::USAGE;
+        }
+    };
+    let cfg = match args.inference.config() {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let mut obs = Observations::new(&cfg);
+    let (snapshots, captures): (Vec<PathBuf>, Vec<PathBuf>) = args
+        .inputs
+        .iter()
+        .cloned()
+        .partition(|p| p.is_file() && is_json(p));
+    for p in &snapshots {
+        match load_observations(p) {
+            Ok(o) => obs.merge(&o),
+            Err(code) => return code,
+        }
+    }
+    let mut status = exit::OK;
+    if !captures.is_empty() {
+        let run = match run_captures(&captures, &args.engine, |ex| {
+            obs.observe(ex);
+            Ok(())
+        }) {
+            Ok(r) => r,
+            Err(code) => return code,
+        };
+        status = run.status;
+    }
+    let report = contracts::diff::diff(&spec, &obs);
+    let rendered = if args.json {
+        serde_json::to_string_pretty(&report).unwrap_or_default() + "\n"
+    } else {
+        report.to_text()
+    };
+    print!("{rendered}");
+    if status != exit::OK {
+        status
+    } else if report.has_drift() {
+        exit::DRIFT
+    } else {
+        exit::OK
+    }
+}
