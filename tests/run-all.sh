@@ -19,10 +19,17 @@ for pair in tshark:tshark tcpdump:tcpdump editcap:wireshark-common \
 done
 dpkg -s libpcap-dev >/dev/null 2>&1 || missing+=(libpcap-dev)
 /usr/bin/python3 -c 'import scapy' >/dev/null 2>&1 || missing+=(python3-scapy)
+/usr/bin/python3 -c 'import yaml' >/dev/null 2>&1 || missing+=(python3-yaml)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# Third-party validator for the emitted OpenAPI documents (brings jsonschema too).
+if ! python3 -c 'import openapi_spec_validator, jsonschema' >/dev/null 2>&1; then
+  python3 -m pip install --quiet --disable-pip-version-check openapi-spec-validator ||
+    python3 -m pip install --quiet --disable-pip-version-check --break-system-packages openapi-spec-validator
 fi
 
 # Rust components and tools.
@@ -37,6 +44,7 @@ cargo fmt --all --check
 echo "== clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== tests"
+/usr/bin/python3 tests/fidelity/test_score.py
 cargo test --workspace
 
 if [ "$FUZZ_SECONDS" != 0 ]; then

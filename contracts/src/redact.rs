@@ -316,3 +316,259 @@ mod tests {
         assert!(!glob_match("a*c", "abbd"));
     }
 }
+
+/// Placeholder written where a value was removed.
+pub const REDACTED: &str = "<redacted>";
+
+/// Headers whose values are credentials or session state whatever they hold.
+const CREDENTIAL_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+    "x-api-key",
+    "x-gateway-apikey",
+    "apikey",
+];
+
+/// A copy of `ex` fit to leave the host: credential headers, sensitive query
+/// values, path segments that are personal data, and secrets inside JSON or
+/// form bodies are replaced by [`REDACTED`]; a body sample that is neither
+/// JSON nor a form is dropped (its sizes stay). Structure, names and
+/// non-sensitive values are kept so the exchange stays useful for debugging.
+pub fn redact_exchange(ex: &crate::Exchange, cfg: &RedactionConfig) -> crate::Exchange {
+    let r = Redactor::new(cfg);
+    let mut out = ex.clone();
+    if !cfg.enabled {
+        return out;
+    }
+    out.request.target = redact_target(&r, &ex.request.target);
+    redact_headers(&r, &mut out.request.headers);
+    redact_body(&r, &mut out.request.body, &ex.request.headers);
+    if let Some(resp) = out.response.as_mut() {
+        redact_headers(&r, &mut resp.headers);
+        let headers = resp.headers.clone();
+        redact_body(&r, &mut resp.body, &headers);
+    }
+    out
+}
+
+fn redact_headers(r: &Redactor, headers: &mut [crate::Header]) {
+    for h in headers {
+        let lower = h.name.to_ascii_lowercase();
+        if CREDENTIAL_HEADERS.contains(&lower.as_str())
+            || r.sensitive_name(&h.name)
+            || secret_kind(&h.value).is_some()
+        {
+            h.value = REDACTED.to_owned();
+        }
+    }
+}
+
+fn redact_value(r: &Redactor, name: &str, value: &str) -> bool {
+    r.sensitive_name(name) || secret_kind(value).is_some() || decoded_secret(value)
+}
+
+/// Percent-encoded secrets (`a%40b.example`) are checked decoded as well.
+fn decoded_secret(value: &str) -> bool {
+    value.contains('%') && secret_kind(&percent_decode(value)).is_some()
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match (b[i], b.get(i + 1), b.get(i + 2)) {
+            (b'%', Some(h), Some(l)) if h.is_ascii_hexdigit() && l.is_ascii_hexdigit() => {
+                let hex = [*h, *l];
+                let v = std::str::from_utf8(&hex)
+                    .ok()
+                    .and_then(|t| u8::from_str_radix(t, 16).ok())
+                    .unwrap_or(b'?');
+                out.push(v);
+                i += 3;
+            }
+            (b'+', _, _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn redact_pairs(r: &Redactor, query: &str) -> String {
+    query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((k, v)) if redact_value(r, &percent_decode(k), v) => format!("{k}={REDACTED}"),
+            _ => pair.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+fn redact_target(r: &Redactor, target: &str) -> String {
+    let (path, query) = match target.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (target, None),
+    };
+    let path: Vec<String> = path
+        .split('/')
+        .map(|seg| {
+            // Matrix parameters (;jsessionid=...) and personal data in segments.
+            let seg = seg.split(';').next().unwrap_or(seg);
+            if secret_kind(seg).is_some() || decoded_secret(seg) {
+                REDACTED.to_owned()
+            } else {
+                seg.to_owned()
+            }
+        })
+        .collect();
+    let mut out = path.join("/");
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(&redact_pairs(r, q));
+    }
+    out
+}
+
+fn redact_json(r: &Redactor, key: &str, v: &mut serde_json::Value) {
+    use serde_json::Value;
+    match v {
+        Value::Object(m) => {
+            for (k, item) in m.iter_mut() {
+                redact_json(r, k, item);
+            }
+        }
+        Value::Array(a) => {
+            for item in a {
+                redact_json(r, key, item);
+            }
+        }
+        Value::String(s) => {
+            if redact_value(r, key, s) {
+                *s = REDACTED.to_owned();
+            }
+        }
+        Value::Number(_) => {
+            let text = v.to_string();
+            if redact_value(r, key, &text) {
+                *v = Value::String(REDACTED.to_owned());
+            }
+        }
+        Value::Bool(_) | Value::Null => {}
+    }
+}
+
+fn redact_body(r: &Redactor, body: &mut crate::Body, headers: &[crate::Header]) {
+    if body.sample.is_empty() {
+        return;
+    }
+    let ctype = crate::exchange::find_header(headers, "content-type")
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let redacted = if let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(&body.sample) {
+        redact_json(r, "", &mut v);
+        Some(serde_json::to_vec(&v).unwrap_or_default())
+    } else if ctype.contains("x-www-form-urlencoded") {
+        std::str::from_utf8(&body.sample)
+            .ok()
+            .map(|t| redact_pairs(r, t).into_bytes())
+    } else {
+        None
+    };
+    match redacted {
+        Some(bytes) => body.sample = bytes,
+        None => {
+            // Unknown or partial content cannot be checked field by field.
+            body.sample.clear();
+            body.sample_truncated = true;
+        }
+    }
+}
+
+#[cfg(test)]
+mod exchange_tests {
+    use super::*;
+    use crate::{Anomalies, Body, Exchange, FlowId, Header, HttpVersion, Request, Timing};
+
+    fn body(s: &str) -> Body {
+        Body {
+            wire_len: s.len() as u64,
+            decoded_len: s.len() as u64,
+            sample: s.as_bytes().to_vec(),
+            sample_truncated: false,
+        }
+    }
+
+    #[test]
+    fn secrets_leave_no_trace_in_a_redacted_exchange() {
+        let jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlLXNpZ25hdHVyZQ";
+        let ex = Exchange {
+            flow: FlowId {
+                client: "127.0.0.1:1000".parse().expect("addr"),
+                server: "127.0.0.1:5555".parse().expect("addr"),
+            },
+            seq_on_flow: 0,
+            request: Request {
+                method: "POST".into(),
+                target: "/users/alice%40example.com/cards;jsessionid=abc?api_key=k3y-s3cret&page=2&q=bob@example.org".into(),
+                version: HttpVersion::Http11,
+                headers: vec![
+                    Header { name: "Authorization".into(), value: format!("Bearer {jwt}") },
+                    Header { name: "Cookie".into(), value: "SESSION=deadbeefcafe".into() },
+                    Header { name: "Content-Type".into(), value: "application/json".into() },
+                ],
+                body: body(r#"{"user":{"password":"hunter2","card":"4111111111111111","iban":"DE89370400440532013000","age":41,"note":"ok"}}"#),
+            },
+            response: Some(crate::Response {
+                status: 200,
+                reason: "OK".into(),
+                version: HttpVersion::Http11,
+                headers: vec![Header { name: "Set-Cookie".into(), value: "SESSION=feedface; HttpOnly".into() }],
+                body: body("<xml>secret 4111111111111111</xml>"),
+                interim: vec![],
+            }),
+            timing: Timing::default(),
+            anomalies: Anomalies::default(),
+        };
+        let red = redact_exchange(&ex, &RedactionConfig::default());
+        let text = serde_json::to_string(&red).expect("json");
+        for secret in [
+            jwt,
+            "hunter2",
+            "4111111111111111",
+            "DE89370400440532013000",
+            "deadbeefcafe",
+            "feedface",
+            "k3y-s3cret",
+            "alice%40example.com",
+            "bob@example.org",
+            "jsessionid",
+        ] {
+            assert!(!text.contains(secret), "{secret} leaked: {text}");
+        }
+        // Structure and harmless values stay.
+        let sample = String::from_utf8_lossy(&red.request.body.sample).into_owned();
+        assert!(
+            sample.contains("\"age\":41") && sample.contains("\"note\":\"ok\""),
+            "{sample}"
+        );
+        assert!(
+            red.request.target.contains("page=2"),
+            "{}",
+            red.request.target
+        );
+        let off = RedactionConfig {
+            enabled: false,
+            ..RedactionConfig::default()
+        };
+        assert_eq!(redact_exchange(&ex, &off), ex);
+    }
+}

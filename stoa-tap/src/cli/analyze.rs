@@ -47,9 +47,13 @@ pub struct AnalyzeArgs {
     /// Print the summary as JSON instead of a table.
     #[arg(long)]
     json: bool,
-    /// Write every exchange as one JSON object per line to this file (`-` for stdout).
+    /// Write every exchange as one JSON object per line to this file (`-` for
+    /// stdout). Credentials and personal data are redacted (see --raw-exchanges).
     #[arg(long, value_name = "FILE")]
     exchanges: Option<PathBuf>,
+    /// Write exchanges exactly as seen, secrets included (local debugging only).
+    #[arg(long, requires = "exchanges")]
+    raw_exchanges: bool,
     #[command(flatten)]
     contracts: super::contracts::ContractArgs,
 }
@@ -212,13 +216,21 @@ pub fn run(args: AnalyzeArgs) -> i32 {
         Ok(l) => l,
         Err(code) => return code,
     };
+    let mut redaction = match args.contracts.inference.config() {
+        Ok(c) => c.redaction,
+        Err(code) => return code,
+    };
+    if args.raw_exchanges {
+        redaction.enabled = false;
+    }
 
     let run = match run_captures(&args.inputs, &args.engine, |ex| {
         if let Some(l) = learner.as_mut() {
             l.observe(ex);
         }
         if let Some(w) = out.as_mut() {
-            serde_json::to_writer(&mut *w, ex).map_err(std::io::Error::other)?;
+            let ex = contracts::redact::redact_exchange(ex, &redaction);
+            serde_json::to_writer(&mut *w, &ex).map_err(std::io::Error::other)?;
             w.write_all(b"\n")?;
         }
         Ok(())

@@ -1,0 +1,413 @@
+//! End-to-end tests of contract learning: `analyze --out`, `merge`, `diff`
+//! on the fidelity fixture (a real server with a declared OpenAPI spec,
+//! recorded with tcpdump).
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use stoa_tap::decode::decode_tcp;
+use stoa_tap::source::pcap_file::Capture;
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_stoa-tap")
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+fn fidelity_pcap() -> PathBuf {
+    root().join("fixtures/real/fidelity.pcap")
+}
+
+fn declared() -> PathBuf {
+    root().join("fixtures/fidelity/declared-openapi.yaml")
+}
+
+fn tmpdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("stoa-tap-contracts-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("tmp dir");
+    d
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(bin())
+        .args(args)
+        .output()
+        .expect("run stoa-tap")
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+fn ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `analyze --out DIR` on the given inputs; returns stdout.
+fn learn(inputs: &[&Path], dir: &Path) -> String {
+    let mut args = vec!["analyze", "--no-progress", "--out", s(dir)];
+    args.extend(inputs.iter().map(|p| s(p)));
+    let out = run(&args);
+    ok(&out);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Every file under `dir`, relative path -> bytes.
+fn tree(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("read dir").flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let rel = p.strip_prefix(dir).expect("prefix").display().to_string();
+                out.insert(rel, std::fs::read(&p).expect("read"));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn inferred_spec_scores_against_the_declared_one() {
+    let dir = tmpdir("fidelity");
+    let table = learn(&[&fidelity_pcap()], &dir);
+    assert!(
+        table.contains("/api/v1/users/{userId}"),
+        "endpoint table:\n{table}"
+    );
+    let out = Command::new("/usr/bin/python3")
+        .arg(root().join("tests/fidelity/score.py"))
+        .arg(declared())
+        .arg(dir.join("openapi.json"))
+        .arg("--json")
+        .output()
+        .expect("python3 runs the scorer (tests/run-all.sh installs python3-yaml)");
+    ok(&out);
+    let score: Value = serde_json::from_slice(&out.stdout).expect("score JSON");
+    println!("fidelity score: {score}");
+    for (kind, min) in [("paths", 0.95), ("operations", 0.95), ("properties", 0.9)] {
+        for m in ["precision", "recall"] {
+            let v = score[kind][m].as_f64().unwrap_or(0.0);
+            assert!(v >= min, "{kind} {m} = {v} < {min}: {score}");
+        }
+    }
+}
+
+#[test]
+fn emitted_documents_pass_third_party_validators() {
+    let dir = tmpdir("validators");
+    learn(&[&fidelity_pcap()], &dir);
+    let mut specs = vec![dir.join("openapi.yaml"), dir.join("openapi.json")];
+    for e in std::fs::read_dir(dir.join("openapi"))
+        .expect("openapi dir")
+        .flatten()
+    {
+        specs.push(e.path());
+    }
+    assert!(specs.len() >= 4, "{specs:?}");
+    for spec in &specs {
+        let out = Command::new("python3")
+            .args(["-m", "openapi_spec_validator"])
+            .arg(spec)
+            .output()
+            .expect("openapi-spec-validator (installed by tests/run-all.sh)");
+        ok(&out);
+    }
+    // UAC drafts against the STOA schema (draft 2020-12).
+    let schema = root().join("contracts/schemas/uac-contract-v1.schema.json");
+    let uacs: Vec<PathBuf> = std::fs::read_dir(dir.join("uac"))
+        .expect("uac dir")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(uacs.len() >= 3, "one UAC per API: {uacs:?}");
+    let script = "import json,sys,jsonschema\n\
+        schema=json.load(open(sys.argv[1]))\n\
+        v=jsonschema.Draft202012Validator(schema)\n\
+        bad=0\n\
+        for p in sys.argv[2:]:\n\
+        \x20   errs=list(v.iter_errors(json.load(open(p))))\n\
+        \x20   for e in errs: print(p, e.message)\n\
+        \x20   bad+=len(errs)\n\
+        sys.exit(1 if bad else 0)\n";
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(&schema)
+        .args(&uacs)
+        .output()
+        .expect("python jsonschema");
+    ok(&out);
+}
+
+#[test]
+fn no_secret_from_the_traffic_appears_in_any_output() {
+    let dir = tmpdir("secrets");
+    let exchanges = dir.join("exchanges.jsonl");
+    let out = run(&[
+        "analyze",
+        "--no-progress",
+        "--out",
+        s(&dir.join("out")),
+        "--exchanges",
+        s(&exchanges),
+        s(&fidelity_pcap()),
+    ]);
+    ok(&out);
+    let json_summary = run(&["analyze", "--no-progress", "--json", s(&fidelity_pcap())]);
+    ok(&json_summary);
+    let diff = run(&[
+        "diff",
+        "--no-progress",
+        "--spec",
+        s(&declared()),
+        s(&fidelity_pcap()),
+    ]);
+    let mut outputs: Vec<(String, Vec<u8>)> = tree(&dir).into_iter().collect();
+    outputs.push(("analyze stdout".into(), out.stdout.clone()));
+    outputs.push(("analyze stderr".into(), out.stderr.clone()));
+    outputs.push(("analyze --json".into(), json_summary.stdout.clone()));
+    outputs.push(("diff".into(), diff.stdout.clone()));
+    let secrets = std::fs::read_to_string(root().join("fixtures/fidelity/secrets.txt"))
+        .expect("secrets list");
+    let secrets: Vec<&str> = secrets
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.len() >= 6)
+        .collect();
+    assert!(secrets.len() > 100, "secrets list too short");
+    // The exchanges file must exist and carry the traffic (redacted).
+    assert!(std::fs::metadata(&exchanges).map(|m| m.len()).unwrap_or(0) > 100_000);
+    let mut leaks = Vec::new();
+    for (name, bytes) in &outputs {
+        let text = String::from_utf8_lossy(bytes);
+        for secret in &secrets {
+            if text.contains(secret) {
+                leaks.push(format!("{name}: {secret}"));
+            }
+        }
+    }
+    assert!(
+        leaks.is_empty(),
+        "{} leaks:\n{}",
+        leaks.len(),
+        leaks.join("\n")
+    );
+}
+
+/// Splits a capture into two by connection (alternating), as two taps would see it.
+fn split_by_connection(src: &Path, a: &Path, b: &Path) {
+    fn header() -> Vec<u8> {
+        let mut v = Vec::new();
+        v.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+        v.extend_from_slice(&2u16.to_le_bytes());
+        v.extend_from_slice(&4u16.to_le_bytes());
+        v.extend_from_slice(&[0; 8]);
+        v.extend_from_slice(&262_144u32.to_le_bytes());
+        v.extend_from_slice(&[0; 4]); // link type, set below
+        v
+    }
+    let mut files = [header(), header()];
+    let mut linktype = None;
+    let mut sides: std::collections::HashMap<u16, usize> = Default::default();
+    let mut cap = Capture::open(&[src.to_path_buf()]).expect("open fixture");
+    while let Some(()) = cap
+        .next_with(|p| {
+            linktype.get_or_insert(p.linktype);
+            let side = match decode_tcp(p.linktype, p.data) {
+                Ok(seg) => {
+                    let client_port = if seg.dst.port() == 5555 {
+                        seg.src.port()
+                    } else {
+                        seg.dst.port()
+                    };
+                    // Connections alternate between the two taps in order of appearance.
+                    let n = sides.len();
+                    *sides.entry(client_port).or_insert(n % 2)
+                }
+                Err(_) => 0,
+            };
+            let f = &mut files[side];
+            let secs = (p.ts_ns / 1_000_000_000) as u32;
+            let usecs = ((p.ts_ns % 1_000_000_000) / 1000) as u32;
+            f.extend_from_slice(&secs.to_le_bytes());
+            f.extend_from_slice(&usecs.to_le_bytes());
+            f.extend_from_slice(&(p.data.len() as u32).to_le_bytes());
+            f.extend_from_slice(&p.orig_len.to_le_bytes());
+            f.extend_from_slice(p.data);
+        })
+        .expect("read fixture")
+    {}
+    let lt = linktype.expect("packets");
+    for f in &mut files {
+        f[20..24].copy_from_slice(&lt.to_le_bytes());
+    }
+    std::fs::write(a, &files[0]).expect("write a");
+    std::fs::write(b, &files[1]).expect("write b");
+}
+
+#[test]
+fn split_and_merged_inputs_give_byte_identical_documents() {
+    let base = tmpdir("merge");
+    let (a, b) = (base.join("a.pcap"), base.join("b.pcap"));
+    split_by_connection(&fidelity_pcap(), &a, &b);
+    assert!(std::fs::metadata(&a).expect("a").len() > 100_000);
+    assert!(std::fs::metadata(&b).expect("b").len() > 100_000);
+
+    let whole = base.join("whole");
+    learn(&[&fidelity_pcap()], &whole);
+    let both = base.join("both");
+    learn(&[&b, &a], &both);
+    let (da, db) = (base.join("da"), base.join("db"));
+    learn(&[&a], &da);
+    learn(&[&b], &db);
+
+    let merged_ab = base.join("merged-ab");
+    let merged_ba = base.join("merged-ba");
+    for (dir, first, second) in [(&merged_ab, &da, &db), (&merged_ba, &db, &da)] {
+        let out = run(&[
+            "merge",
+            s(&first.join("observations.json")),
+            s(&second.join("observations.json")),
+            "-o",
+            s(&dir.with_extension("json")),
+            "--out",
+            s(dir),
+        ]);
+        ok(&out);
+    }
+    let reference = tree(&whole);
+    assert!(
+        reference.contains_key("openapi.yaml") && reference.keys().any(|k| k.starts_with("uac/"))
+    );
+    for (name, dir) in [
+        ("both files", &both),
+        ("merge a+b", &merged_ab),
+        ("merge b+a", &merged_ba),
+    ] {
+        let got = tree(dir);
+        assert_eq!(
+            got.keys().collect::<Vec<_>>(),
+            reference.keys().collect::<Vec<_>>(),
+            "{name}: different files"
+        );
+        for (file, bytes) in &reference {
+            assert!(
+                got[file] == *bytes,
+                "{name}: {file} differs from the single run"
+            );
+        }
+    }
+    // Merging a snapshot with itself doubles counts but changes no structure.
+    let again = run(&[
+        "merge",
+        s(&whole.join("observations.json")),
+        s(&whole.join("observations.json")),
+        "-o",
+        s(&base.join("twice.json")),
+    ]);
+    ok(&again);
+}
+
+#[test]
+fn diff_reports_drift_against_a_declared_spec() {
+    // The declared spec describes the traffic: no drift, exit 0.
+    let out = run(&[
+        "diff",
+        "--no-progress",
+        "--spec",
+        s(&declared()),
+        s(&fidelity_pcap()),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Remove two declared paths no other template covers: they become
+    // undocumented endpoints (exit 7).
+    let spec = std::fs::read_to_string(declared()).expect("spec");
+    let mut cut: serde_json::Value = serde_yaml_from(&spec);
+    let paths = cut["paths"].as_object_mut().expect("paths");
+    let removed: Vec<String> = paths
+        .keys()
+        .filter(|k| k.ends_with("/health") || k.contains("warehouses"))
+        .cloned()
+        .collect();
+    assert_eq!(removed.len(), 2, "{removed:?}");
+    for k in &removed {
+        paths.remove(k);
+    }
+    let dir = tmpdir("diff");
+    let cut_path = dir.join("cut.json");
+    std::fs::write(&cut_path, serde_json::to_vec(&cut).expect("json")).expect("write");
+    let out = run(&[
+        "diff",
+        "--no-progress",
+        "--json",
+        "--spec",
+        s(&cut_path),
+        s(&fidelity_pcap()),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).expect("report JSON");
+    assert_eq!(
+        report["summary"]["undocumented_endpoints"].as_u64(),
+        Some(2),
+        "{report}"
+    );
+    // A text report names them.
+    let out = run(&[
+        "diff",
+        "--no-progress",
+        "--spec",
+        s(&cut_path),
+        s(&fidelity_pcap()),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("/health") && text.contains("warehouses"),
+        "{text}"
+    );
+}
+
+/// YAML -> JSON value through python (PyYAML), the same reader validators use.
+fn serde_yaml_from(text: &str) -> Value {
+    let out = Command::new("/usr/bin/python3")
+        .args([
+            "-c",
+            "import sys,yaml,json; json.dump(yaml.safe_load(sys.stdin), sys.stdout)",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().expect("stdin").write_all(text.as_bytes())?;
+            c.wait_with_output()
+        })
+        .expect("python3 yaml");
+    serde_json::from_slice(&out.stdout).expect("yaml as json")
+}
