@@ -281,8 +281,38 @@ fn pick_response_size(rng: &mut Rng) -> usize {
     }) as usize
 }
 
+/// `GENCAP_UNIQUE_IDS=1`: every request names a user id never seen before
+/// (`GET /api/v1/users/<n>`, small JSON answer), to show that contract
+/// learning stays bounded whatever the number of distinct ids.
+fn unique_ids() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("GENCAP_UNIQUE_IDS").is_some_and(|v| v == "1"))
+}
+
+fn unique_exchange(now_us: u64) -> (Vec<u8>, Vec<u8>) {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) * 7919 + 1_000_000;
+    let mut req = Vec::with_capacity(128);
+    let _ = write!(
+        req,
+        "GET /api/v1/users/{id} HTTP/1.1\r\nHost: api.example.com:5555\r\nAccept: application/json\r\n\r\n"
+    );
+    let body = format!(r#"{{"id":{id},"active":true}}"#);
+    let mut resp = Vec::with_capacity(160);
+    let _ = write!(
+        resp,
+        "HTTP/1.1 200 OK\r\nDate: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        http_date(now_us),
+        body.len()
+    );
+    (req, resp)
+}
+
 /// Build one request/response pair. Returns (request bytes, response bytes).
 fn build_exchange(rng: &mut Rng, conn: &Conn, now_us: u64) -> (Vec<u8>, Vec<u8>) {
+    if unique_ids() {
+        return unique_exchange(now_us);
+    }
     let r = rng.below(100);
     let req_id = uuid(rng);
     let mut body: Vec<u8> = Vec::new();

@@ -108,7 +108,7 @@ pub struct CaptureRun {
 pub fn run_captures(
     inputs: &[PathBuf],
     args: &EngineArgs,
-    mut sink: impl FnMut(&Exchange) -> std::io::Result<()>,
+    mut sink: impl FnMut(Exchange) -> std::io::Result<()>,
 ) -> Result<CaptureRun, i32> {
     let ports = parse_ports(&args.ports).map_err(|e| {
         eprintln!("error: {e}");
@@ -152,7 +152,7 @@ pub fn run_captures(
     let mut drain = |engine: &mut Engine, sink_error: &mut Option<std::io::Error>| {
         for ex in engine.take_exchanges() {
             if sink_error.is_none() {
-                if let Err(e) = sink(&ex) {
+                if let Err(e) = sink(ex) {
                     *sink_error = Some(e);
                 }
             }
@@ -199,9 +199,48 @@ pub fn run_captures(
     })
 }
 
+/// Exchanges per batch handed to the consumer thread.
+const BATCH: usize = 64;
+
+/// Where exchanges go: the contract learner and the JSON-lines file.
+struct Consumer {
+    learner: Option<super::contracts::Learner>,
+    out: Option<Box<dyn Write + Send>>,
+    redaction: contracts::RedactionConfig,
+    error: Option<std::io::Error>,
+}
+
+impl Consumer {
+    fn consume(&mut self, ex: &Exchange) {
+        if let Some(l) = self.learner.as_mut() {
+            l.observe(ex);
+        }
+        if self.error.is_some() {
+            return;
+        }
+        if let Some(w) = self.out.as_mut() {
+            let ex = contracts::redact::redact_exchange(ex, &self.redaction);
+            let r = serde_json::to_writer(&mut *w, &ex)
+                .map_err(std::io::Error::other)
+                .and_then(|()| w.write_all(b"\n"));
+            if let Err(e) = r {
+                self.error = Some(e);
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(w) = self.out.as_mut() {
+            if let Err(e) = w.flush() {
+                self.error.get_or_insert(e);
+            }
+        }
+    }
+}
+
 /// Runs `analyze`; returns the exit code.
 pub fn run(args: AnalyzeArgs) -> i32 {
-    let mut out: Option<Box<dyn Write>> = match &args.exchanges {
+    let out: Option<Box<dyn Write + Send>> = match &args.exchanges {
         None => None,
         Some(p) if p.as_os_str() == "-" => Some(Box::new(BufWriter::new(std::io::stdout()))),
         Some(p) => match std::fs::File::create(p) {
@@ -212,7 +251,7 @@ pub fn run(args: AnalyzeArgs) -> i32 {
             }
         },
     };
-    let mut learner = match args.contracts.learner() {
+    let learner = match args.contracts.learner() {
         Ok(l) => l,
         Err(code) => return code,
     };
@@ -223,27 +262,70 @@ pub fn run(args: AnalyzeArgs) -> i32 {
     if args.raw_exchanges {
         redaction.enabled = false;
     }
+    let consumer = Consumer {
+        learner,
+        out,
+        redaction,
+        error: None,
+    };
 
-    let run = match run_captures(&args.inputs, &args.engine, |ex| {
-        if let Some(l) = learner.as_mut() {
-            l.observe(ex);
+    if consumer.learner.is_none() && consumer.out.is_none() {
+        // Nothing consumes exchanges: count them and drop them in place.
+        let run = match run_captures(&args.inputs, &args.engine, |_| Ok(())) {
+            Ok(r) => r,
+            Err(code) => return code,
+        };
+        return report(&args, run, None, None);
+    }
+    // Learning and writing run on their own thread, fed in batches, so the
+    // capture thread only parses.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Exchange>>(4);
+    let worker = std::thread::spawn(move || {
+        let mut c = consumer;
+        for batch in rx {
+            for ex in &batch {
+                c.consume(ex);
+            }
         }
-        if let Some(w) = out.as_mut() {
-            let ex = contracts::redact::redact_exchange(ex, &redaction);
-            serde_json::to_writer(&mut *w, &ex).map_err(std::io::Error::other)?;
-            w.write_all(b"\n")?;
+        c.finish();
+        c
+    });
+    let mut batch: Vec<Exchange> = Vec::with_capacity(BATCH);
+    let run = run_captures(&args.inputs, &args.engine, |ex| {
+        batch.push(ex);
+        if batch.len() >= BATCH {
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+            tx.send(full)
+                .map_err(|_| std::io::Error::other("exchange consumer stopped"))?;
         }
         Ok(())
-    }) {
+    });
+    if !batch.is_empty() {
+        let _ = tx.send(batch);
+    }
+    drop(tx);
+    let consumer = match worker.join() {
+        Ok(c) => c,
+        Err(_) => {
+            eprintln!("error: the contract learner failed");
+            return exit::FAILURE;
+        }
+    };
+    let run = match run {
         Ok(r) => r,
         Err(code) => return code,
     };
-    let mut write_error = run.sink_error;
-    if let Some(w) = out.as_mut() {
-        if let Err(e) = w.flush() {
-            write_error.get_or_insert(e);
-        }
-    }
+    report(&args, run, consumer.error, consumer.learner.as_ref())
+}
+
+/// Prints the summary (and the endpoint table), writes the contract documents.
+fn report(
+    args: &AnalyzeArgs,
+    run: CaptureRun,
+    consumer_error: Option<std::io::Error>,
+    learner: Option<&super::contracts::Learner>,
+) -> i32 {
+    let write_error = run.sink_error.or(consumer_error);
     let summary = Summary::of(
         &run.engine,
         run.files.iter().map(|f| f.display().to_string()).collect(),
@@ -261,7 +343,7 @@ pub fn run(args: AnalyzeArgs) -> i32 {
     } else {
         summary.to_table()
     };
-    if let Some(l) = learner.as_ref() {
+    if let Some(l) = learner {
         if let Err(code) = l.write_outputs(&args.contracts) {
             return code;
         }

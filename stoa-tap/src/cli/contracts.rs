@@ -261,7 +261,7 @@ pub fn diff(args: DiffArgs) -> i32 {
     let mut status = exit::OK;
     if !captures.is_empty() {
         let run = match run_captures(&captures, &args.engine, |ex| {
-            obs.observe(ex);
+            obs.observe(&ex);
             Ok(())
         }) {
             Ok(r) => r,
