@@ -45,7 +45,8 @@ echo "== clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== tests"
 /usr/bin/python3 tests/fidelity/test_score.py
-cargo test --workspace
+log="$(mktemp)"
+cargo test --workspace 2>&1 | tee "$log"
 
 if [ "$FUZZ_SECONDS" != 0 ]; then
   echo "== fuzz (${FUZZ_SECONDS}s per target)"
@@ -54,4 +55,7 @@ if [ "$FUZZ_SECONDS" != 0 ]; then
     (cd stoa-tap/fuzz && cargo +nightly fuzz run "$t" -- -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=2048 2>&1 | tail -n 3)
   done
 fi
+passed=$(grep -Eo '^test result: ok\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}')
+rm -f "$log"
 echo "all checks passed"
+echo "$passed passed, 0 failed"
