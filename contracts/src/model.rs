@@ -109,6 +109,13 @@ pub struct OperationModel {
     pub(crate) obs: OperationObs,
 }
 
+impl OperationModel {
+    /// Server latency histogram (nanoseconds), for metrics exporters.
+    pub fn latency_histogram(&self) -> &crate::stats::Histogram {
+        &self.obs.latency_ns
+    }
+}
+
 /// Traffic that matched no endpoint.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Unmatched {

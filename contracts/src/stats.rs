@@ -180,6 +180,25 @@ impl Histogram {
         self.total
     }
 
+    /// Sum of the values recorded.
+    pub fn sum(&self) -> u64 {
+        self.sum
+    }
+
+    /// Values recorded that are at most `v` (cumulative count, as a
+    /// Prometheus `le` bucket): buckets whose upper bound is at most `v`.
+    pub fn count_le(&self, v: u64) -> u64 {
+        if v >= self.max {
+            return self.total;
+        }
+        self.counts
+            .iter()
+            .enumerate()
+            .take_while(|(i, _)| self.bounds(self.offset + *i as u32).1 <= v)
+            .map(|(_, c)| *c)
+            .sum()
+    }
+
     /// Largest value recorded (exact).
     pub fn max(&self) -> u64 {
         self.max
@@ -421,6 +440,23 @@ impl Distribution {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cumulative_counts_for_exporters() {
+        let mut h = Histogram::new(LATENCY_BITS);
+        for v in [10, 20, 30, 1_000, 50_000] {
+            h.record(v);
+        }
+        assert_eq!(h.count_le(0), 0);
+        assert_eq!(h.count_le(30), 3);
+        assert_eq!(h.count_le(999), 3);
+        // 1000 shares a bucket with values up to ~1.8% above it: counted once
+        // the whole bucket is below the bound.
+        assert_eq!(h.count_le(1_000), 3);
+        assert_eq!(h.count_le(1_100), 4);
+        assert_eq!(h.count_le(u64::MAX), 5);
+        assert_eq!(h.sum(), 51_060);
+    }
 
     #[test]
     fn buckets_are_contiguous_and_bounded() {

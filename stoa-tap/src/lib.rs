@@ -6,10 +6,13 @@
 //! -> [`pipeline`] (drives the stages and gathers counters) -> the CLI outputs.
 #![forbid(unsafe_code)]
 
+pub mod daemon;
 pub mod decode;
 pub mod flow;
 pub mod http1;
+pub mod metrics;
 pub mod pipeline;
+pub mod server;
 pub mod source;
 pub mod summary;
 pub mod tcp;

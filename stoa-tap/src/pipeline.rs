@@ -5,6 +5,7 @@ use crate::decode::{decode_tcp, DecodeStats, TcpSegment};
 use crate::flow::{CloseReason, Direction, EndKind};
 use crate::http1::{Connection, Http1Config, Http1Stats};
 use crate::source::pcap_file::Packet;
+use crate::source::{ConnId, TapEvent};
 use crate::tcp::{FlowTable, StreamHandler, TcpConfig, TcpStats};
 use contracts::{Exchange, FlowId};
 use serde::Serialize;
@@ -125,6 +126,10 @@ impl ExchangeStats {
 pub struct Engine {
     table: FlowTable<HttpFlow>,
     ctx: HttpCtx,
+    /// Connections fed by a relay (bytes already in order, no reassembly).
+    relayed: rustc_hash::FxHashMap<ConnId, Connection>,
+    /// Relay events for connections never opened (their Open was lost).
+    pub relay_unknown_events: u64,
     /// Capture counters.
     pub capture: CaptureStats,
     /// Frames skipped by the decoder, by reason.
@@ -147,6 +152,8 @@ impl Engine {
     pub fn new(cfg: EngineConfig) -> Self {
         Engine {
             table: FlowTable::new(cfg.tcp),
+            relayed: Default::default(),
+            relay_unknown_events: 0,
             ctx: HttpCtx {
                 cfg: cfg.http,
                 ..HttpCtx::default()
@@ -188,6 +195,59 @@ impl Engine {
         self.table.process(&mut self.ctx, seg, ts_ns);
     }
 
+    /// Processes one event of a relaying source (TPROXY).
+    pub fn tap_event(&mut self, ev: TapEvent) {
+        let ctx = &mut self.ctx;
+        match ev {
+            TapEvent::Open { conn, flow, .. } => {
+                self.relayed.insert(conn, Connection::new(flow));
+            }
+            TapEvent::Data {
+                conn,
+                dir,
+                data,
+                ts_ns,
+            } => match self.relayed.get_mut(&conn) {
+                Some(c) => c.on_data(&ctx.cfg, dir, &data, ts_ns, &mut ctx.out, &mut ctx.stats),
+                None => self.relay_unknown_events += 1,
+            },
+            TapEvent::Gap {
+                conn,
+                dir,
+                len,
+                ts_ns,
+            } => match self.relayed.get_mut(&conn) {
+                Some(c) => c.on_gap(&ctx.cfg, dir, len, ts_ns, &mut ctx.out, &mut ctx.stats),
+                None => self.relay_unknown_events += 1,
+            },
+            TapEvent::End {
+                conn,
+                dir,
+                kind,
+                ts_ns,
+            } => match self.relayed.get_mut(&conn) {
+                Some(c) => c.on_end(&ctx.cfg, dir, kind, ts_ns, &mut ctx.out, &mut ctx.stats),
+                None => self.relay_unknown_events += 1,
+            },
+            TapEvent::Close { conn, ts_ns } => match self.relayed.remove(&conn) {
+                Some(mut c) => c.on_close(
+                    &ctx.cfg,
+                    CloseReason::Closed,
+                    ts_ns,
+                    &mut ctx.out,
+                    &mut ctx.stats,
+                ),
+                None => self.relay_unknown_events += 1,
+            },
+        }
+    }
+
+    /// Closes connections that saw no packet for the idle timeout, measured on
+    /// the wall clock (live sources, where capture time stops when traffic does).
+    pub fn tick(&mut self, now_ns: u64) {
+        self.table.expire_idle(&mut self.ctx, now_ns);
+    }
+
     /// Takes the exchanges completed so far, counting them.
     pub fn take_exchanges(&mut self) -> impl Iterator<Item = Exchange> + '_ {
         let stats = &mut self.exchanges;
@@ -203,6 +263,18 @@ impl Engine {
     pub fn finish(&mut self) {
         let ts = self.capture.last_ts_ns.unwrap_or(0);
         self.table.finish(&mut self.ctx, ts);
+        let ctx = &mut self.ctx;
+        let mut open: Vec<(ConnId, Connection)> = self.relayed.drain().collect();
+        open.sort_by_key(|(id, _)| *id);
+        for (_, mut c) in open {
+            c.on_close(
+                &ctx.cfg,
+                CloseReason::EndOfCapture,
+                ts,
+                &mut ctx.out,
+                &mut ctx.stats,
+            );
+        }
     }
 
     /// Transport counters.
@@ -213,6 +285,11 @@ impl Engine {
     /// HTTP parse counters.
     pub fn http_stats(&self) -> &Http1Stats {
         &self.ctx.stats
+    }
+
+    /// Replaces the analysed server ports (new connections only).
+    pub fn set_ports(&mut self, ports: crate::tcp::ServerPorts) {
+        self.table.set_ports(ports);
     }
 
     /// Connections currently tracked.

@@ -2,6 +2,8 @@
 
 mod analyze;
 mod contracts;
+mod run;
+mod tproxy_rules;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -23,6 +25,8 @@ pub mod exit {
     pub const OUTPUT: i32 = 6;
     /// `diff`: the traffic does not match the declared spec.
     pub const DRIFT: i32 = 7;
+    /// `run`: the configuration is invalid.
+    pub const CONFIG: i32 = 8;
 }
 
 /// Passive HTTP/1.x API-traffic analyzer for API gateways.
@@ -54,6 +58,10 @@ enum Command {
     Merge(contracts::MergeArgs),
     /// Report traffic that a declared OpenAPI spec does not describe.
     Diff(contracts::DiffArgs),
+    /// Run as a daemon: live sources, admin server, saved observations.
+    Run(run::RunArgs),
+    /// Print, install or remove the nft/iptables TPROXY rules for the relay.
+    TproxyRules(tproxy_rules::TproxyRulesArgs),
 }
 
 fn init_logging(format: LogFormat, verbose: u8) {
@@ -64,8 +72,10 @@ fn init_logging(format: LogFormat, verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // Colours only on a terminal: journald and log files get plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
@@ -92,5 +102,7 @@ pub fn main() -> i32 {
         Command::Analyze(args) => analyze::run(args),
         Command::Merge(args) => contracts::merge(args),
         Command::Diff(args) => contracts::diff(args),
+        Command::Run(args) => run::run(args),
+        Command::TproxyRules(args) => tproxy_rules::run(args),
     }
 }

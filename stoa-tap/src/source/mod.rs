@@ -1,7 +1,9 @@
 //! Where traffic comes from: capture files ([`pcap_file`]) and the types live
 //! sources hand to the pipeline.
 
+pub mod live;
 pub mod pcap_file;
+pub mod tproxy;
 
 use crate::flow::{Direction, EndKind};
 use contracts::FlowId;

@@ -495,6 +495,11 @@ impl<H: StreamHandler> FlowTable<H> {
         h.on_close(ctx, reason, ts);
     }
 
+    /// Closes connections idle for longer than the timeout as of `now`.
+    pub fn expire_idle(&mut self, ctx: &mut H::Ctx, now: u64) {
+        self.sweep_idle(ctx, now);
+    }
+
     fn sweep_idle(&mut self, ctx: &mut H::Ctx, now: u64) {
         self.closed
             .retain(|_, at| now.saturating_sub(*at) <= CLOSED_LINGER_NS);

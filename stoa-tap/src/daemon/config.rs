@@ -1,0 +1,422 @@
+//! Configuration of `stoa-tap run`: a YAML file, overridden by `STOA_TAP_*`
+//! environment variables, overridden by command-line settings.
+//!
+//! Overrides address keys by path: `STOA_TAP_ADMIN__BIND=0.0.0.0:9090` (a
+//! double underscore descends one level) and `--set admin.bind=0.0.0.0:9090`
+//! set `admin.bind`. Values are read as YAML scalars or flow sequences
+//! (`[5555, 8080]`; a comma list `5555,8080` works for lists too).
+
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Default location of the configuration file.
+pub const DEFAULT_PATH: &str = "/etc/stoa-tap/stoa-tap.yaml";
+
+/// Why the configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The YAML is malformed, or a key is unknown or of the wrong type.
+    #[error("{origin}: {message}")]
+    Parse {
+        /// File, environment or flags.
+        origin: String,
+        /// What serde said (names the key).
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("invalid {key}: {message}")]
+    Invalid {
+        /// Dotted key.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// A traffic source.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum SourceConfig {
+    /// Live capture with libpcap (port mirror or the gateway's own interface).
+    Pcap {
+        /// Interfaces to capture on (`any` works, with link type SLL).
+        interfaces: Vec<String>,
+        /// BPF filter; default: the configured ports.
+        #[serde(default)]
+        filter: Option<String>,
+        /// Kernel capture buffer, MiB.
+        #[serde(default = "default_buffer_mb")]
+        buffer_mb: u32,
+    },
+    /// Transparent relay fed by an nft/iptables TPROXY rule.
+    Tproxy {
+        /// Listen address of the transparent socket.
+        #[serde(default = "default_tproxy_listen")]
+        listen: String,
+        /// Connect to the gateway from the client's own address.
+        #[serde(default)]
+        spoof_client: bool,
+        /// SO_MARK of the relay's upstream sockets (exempted by the rules).
+        #[serde(default = "default_upstream_mark")]
+        upstream_mark: u32,
+    },
+    /// Replays a capture file through the live pipeline (demos, tests).
+    File {
+        /// pcap or pcapng file.
+        path: PathBuf,
+    },
+}
+
+fn default_buffer_mb() -> u32 {
+    64
+}
+fn default_tproxy_listen() -> String {
+    "[::]:15001".into()
+}
+fn default_upstream_mark() -> u32 {
+    2
+}
+
+/// The admin server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminSettings {
+    /// Listen address; anything but loopback requires a token.
+    pub bind: String,
+    /// Bearer token for the admin API.
+    pub token: Option<String>,
+    /// File holding the token (first line), instead of `token`.
+    pub token_file: Option<PathBuf>,
+}
+
+impl Default for AdminSettings {
+    fn default() -> Self {
+        AdminSettings {
+            bind: "127.0.0.1:9090".into(),
+            token: None,
+            token_file: None,
+        }
+    }
+}
+
+/// Everything `run` needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunConfig {
+    /// Where traffic comes from.
+    pub sources: Vec<SourceConfig>,
+    /// Gateway ports analysed.
+    pub ports: Vec<u16>,
+    /// Worker threads (connections are sharded over them).
+    pub workers: usize,
+    /// Admin server.
+    pub admin: AdminSettings,
+    /// Directory of the saved observations.
+    pub state_dir: PathBuf,
+    /// Seconds between saves of the observations.
+    pub save_interval_s: u64,
+    /// Memory for reassembly and parser state, MiB, over all workers.
+    pub memory_cap_mb: usize,
+    /// Connections tracked at once, over all workers.
+    pub max_flows: usize,
+    /// Seconds without traffic before a connection is dropped.
+    pub idle_timeout_s: u64,
+    /// Known path templates (one per line).
+    pub hints_file: Option<PathBuf>,
+    /// Extra field/header name patterns to redact.
+    pub redact_fields: Vec<String>,
+    /// Tenant of UAC drafts.
+    pub tenant: String,
+    /// Frame or event batches queued per worker before drops.
+    pub worker_queue: usize,
+    /// Exchange batches queued for the aggregator before drops.
+    pub exchange_queue: usize,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        RunConfig {
+            sources: Vec::new(),
+            ports: vec![5555],
+            workers: 2,
+            admin: AdminSettings::default(),
+            state_dir: PathBuf::from("/var/lib/stoa-tap"),
+            save_interval_s: 60,
+            memory_cap_mb: 64,
+            max_flows: 100_000,
+            idle_timeout_s: 300,
+            hints_file: None,
+            redact_fields: Vec::new(),
+            tenant: "default".into(),
+            worker_queue: 256,
+            exchange_queue: 256,
+        }
+    }
+}
+
+/// Reads a scalar or list override as YAML (`5555,8080` becomes a list).
+fn override_value(raw: &str) -> serde_yaml::Value {
+    let trimmed = raw.trim();
+    if !trimmed.starts_with('[') && trimmed.contains(',') {
+        let items = trimmed
+            .split(',')
+            .map(|i| {
+                serde_yaml::from_str(i.trim()).unwrap_or(serde_yaml::Value::String(i.trim().into()))
+            })
+            .collect();
+        return serde_yaml::Value::Sequence(items);
+    }
+    serde_yaml::from_str(trimmed).unwrap_or_else(|_| serde_yaml::Value::String(trimmed.into()))
+}
+
+/// Sets `path` (dotted) in a YAML mapping, creating levels as needed.
+fn set_path(root: &mut serde_yaml::Value, path: &[String], value: serde_yaml::Value) {
+    let Some((first, rest)) = path.split_first() else {
+        return;
+    };
+    if !root.is_mapping() {
+        *root = serde_yaml::Value::Mapping(Default::default());
+    }
+    if let serde_yaml::Value::Mapping(m) = root {
+        let key = serde_yaml::Value::String(first.clone());
+        if rest.is_empty() {
+            m.insert(key, value);
+        } else {
+            let child = m
+                .entry(key)
+                .or_insert_with(|| serde_yaml::Value::Mapping(Default::default()));
+            set_path(child, rest, value);
+        }
+    }
+}
+
+/// Where the configuration came from, for messages.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `(dotted key, raw value)` from the environment.
+    pub env: Vec<(String, String)>,
+    /// `(dotted key, raw value)` from flags, applied last.
+    pub flags: Vec<(String, String)>,
+}
+
+impl Overrides {
+    /// `STOA_TAP_*` variables of this process (`STOA_TAP_LOG_FORMAT` is the
+    /// logger's and not a configuration key).
+    pub fn from_env() -> Self {
+        let env = std::env::vars()
+            .filter_map(|(k, v)| {
+                let rest = k.strip_prefix("STOA_TAP_")?;
+                if rest == "LOG_FORMAT" || rest == "CONFIG" || rest.is_empty() {
+                    return None;
+                }
+                Some((rest.to_ascii_lowercase().replace("__", "."), v))
+            })
+            .collect();
+        Overrides {
+            env,
+            flags: Vec::new(),
+        }
+    }
+}
+
+/// Loads the file (when present; a missing default file means defaults),
+/// applies overrides, and validates.
+pub fn load(path: &Path, explicit: bool, ov: &Overrides) -> Result<RunConfig, ConfigError> {
+    let mut doc = match std::fs::read_to_string(path) {
+        Ok(text) => {
+            serde_yaml::from_str::<serde_yaml::Value>(&text).map_err(|e| ConfigError::Parse {
+                origin: path.display().to_string(),
+                message: e.to_string(),
+            })?
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
+            serde_yaml::Value::Mapping(Default::default())
+        }
+        Err(source) => {
+            return Err(ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })
+        }
+    };
+    if doc.is_null() {
+        doc = serde_yaml::Value::Mapping(Default::default());
+    }
+    for (origin, list) in [("environment", &ov.env), ("command line", &ov.flags)] {
+        for (key, raw) in list {
+            let path: Vec<String> = key.split('.').map(str::to_owned).collect();
+            set_path(&mut doc, &path, override_value(raw));
+            // Check each layer on its own so the message names where the bad key came from.
+            serde_yaml::from_value::<RunConfig>(doc.clone()).map_err(|e| ConfigError::Parse {
+                origin: format!("{origin} ({key})"),
+                message: e.to_string(),
+            })?;
+        }
+    }
+    let cfg: RunConfig = serde_yaml::from_value(doc).map_err(|e| ConfigError::Parse {
+        origin: path.display().to_string(),
+        message: e.to_string(),
+    })?;
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+impl RunConfig {
+    /// Checks ranges and addresses.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.sources.is_empty() {
+            return Err(invalid(
+                "sources",
+                "at least one source is needed (pcap, tproxy or file)",
+            ));
+        }
+        if self.ports.is_empty() || self.ports.contains(&0) {
+            return Err(invalid("ports", "list ports 1-65535"));
+        }
+        if !(1..=64).contains(&self.workers) {
+            return Err(invalid("workers", "between 1 and 64"));
+        }
+        let bind: SocketAddr = self.admin.bind.parse().map_err(|_| {
+            invalid(
+                "admin.bind",
+                format!("not a socket address: {:?}", self.admin.bind),
+            )
+        })?;
+        if !bind.ip().is_loopback() && self.admin.token.is_none() && self.admin.token_file.is_none()
+        {
+            return Err(invalid(
+                "admin.bind",
+                "a non-loopback address requires admin.token or admin.token_file",
+            ));
+        }
+        if self.save_interval_s == 0 {
+            return Err(invalid("save_interval_s", "at least 1"));
+        }
+        if self.memory_cap_mb == 0 || self.max_flows == 0 {
+            return Err(invalid(
+                "memory_cap_mb",
+                "memory_cap_mb and max_flows must be positive",
+            ));
+        }
+        if self.worker_queue == 0 || self.exchange_queue == 0 {
+            return Err(invalid(
+                "worker_queue",
+                "queues must hold at least one batch",
+            ));
+        }
+        for (i, s) in self.sources.iter().enumerate() {
+            match s {
+                SourceConfig::Pcap { interfaces, .. } if interfaces.is_empty() => {
+                    return Err(invalid(
+                        &format!("sources[{i}].interfaces"),
+                        "name at least one interface",
+                    ));
+                }
+                SourceConfig::Tproxy { listen, .. } if listen.parse::<SocketAddr>().is_err() => {
+                    return Err(invalid(
+                        &format!("sources[{i}].listen"),
+                        format!("not a socket address: {listen:?}"),
+                    ));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The admin bind address (validated).
+    pub fn admin_bind(&self) -> SocketAddr {
+        self.admin
+            .bind
+            .parse()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 9090)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp(name: &str, text: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("stoa-tap-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&d).expect("dir");
+        let p = d.join(name);
+        std::fs::write(&p, text).expect("write");
+        p
+    }
+
+    const BASE: &str =
+        "sources:\n  - kind: file\n    path: /tmp/x.pcap\nports: [5555]\nworkers: 2\n";
+
+    #[test]
+    fn file_then_env_then_flags() {
+        let p = tmp("a.yaml", BASE);
+        let ov = Overrides {
+            env: vec![
+                ("workers".into(), "3".into()),
+                ("admin.bind".into(), "127.0.0.1:9191".into()),
+            ],
+            flags: vec![
+                ("workers".into(), "4".into()),
+                ("ports".into(), "5555,8080".into()),
+            ],
+        };
+        let cfg = load(&p, true, &ov).expect("valid");
+        assert_eq!(cfg.workers, 4, "flags win over env");
+        assert_eq!(cfg.admin.bind, "127.0.0.1:9191", "env wins over file");
+        assert_eq!(cfg.ports, vec![5555, 8080]);
+    }
+
+    #[test]
+    fn errors_name_the_bad_key() {
+        let p = tmp("b.yaml", &format!("{BASE}prots: [1]\n"));
+        let e = load(&p, true, &Overrides::default())
+            .expect_err("unknown key")
+            .to_string();
+        assert!(e.contains("prots"), "{e}");
+        let p = tmp("c.yaml", BASE);
+        let ov = Overrides {
+            env: vec![],
+            flags: vec![("admin.bind".into(), "0.0.0.0:9090".into())],
+        };
+        let e = load(&p, true, &ov).expect_err("token needed").to_string();
+        assert!(e.contains("admin.bind") && e.contains("token"), "{e}");
+        let ov = Overrides {
+            env: vec![("workers".into(), "many".into())],
+            flags: vec![],
+        };
+        let e = load(&p, true, &ov).expect_err("type").to_string();
+        assert!(e.contains("environment (workers)"), "{e}");
+        let e = load(
+            Path::new("/nonexistent/stoa.yaml"),
+            true,
+            &Overrides::default(),
+        )
+        .expect_err("missing explicit file")
+        .to_string();
+        assert!(e.contains("cannot read"), "{e}");
+    }
+
+    #[test]
+    fn the_shipped_example_is_valid() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/stoa-tap.yaml");
+        let cfg = load(&p, true, &Overrides::default()).expect("example config is valid");
+        assert!(!cfg.sources.is_empty());
+    }
+}

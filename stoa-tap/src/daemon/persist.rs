@@ -1,0 +1,104 @@
+//! Saving and restoring the observations: written beside, synced, renamed, so
+//! a crash at any moment leaves either the previous or the new file whole.
+
+use contracts::{InferenceConfig, Observations};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// File name of the saved observations inside the state directory.
+pub const FILE: &str = "observations.json";
+
+/// Why saving or restoring failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PersistError {
+    /// Filesystem error.
+    #[error("{path}: {source}")]
+    Io {
+        /// File or directory.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The saved file is not valid observations.
+    #[error("{path}: {message}")]
+    Corrupt {
+        /// File.
+        path: PathBuf,
+        /// What was wrong.
+        message: String,
+    },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PersistError + '_ {
+    move |source| PersistError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Writes `obs` atomically into `dir`.
+pub fn save(dir: &Path, obs: &Observations) -> Result<u64, PersistError> {
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let path = dir.join(FILE);
+    let tmp = dir.join(format!("{FILE}.tmp"));
+    let text = obs.to_json();
+    let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
+    f.write_all(text.as_bytes()).map_err(io(&tmp))?;
+    f.sync_all().map_err(io(&tmp))?;
+    drop(f);
+    std::fs::rename(&tmp, &path).map_err(io(&path))?;
+    // The rename itself is durable once the directory is synced.
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(text.len() as u64)
+}
+
+/// Reads the saved observations, if any. A corrupt file is moved aside
+/// (`observations.json.corrupt`) so the next save does not destroy evidence.
+pub fn restore(dir: &Path, cfg: &InferenceConfig) -> Result<Option<Observations>, PersistError> {
+    let path = dir.join(FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(PersistError::Io { path, source }),
+    };
+    match Observations::from_json(&text) {
+        Ok(mut obs) => {
+            obs.set_config(cfg);
+            Ok(Some(obs))
+        }
+        Err(e) => {
+            let aside = dir.join(format!("{FILE}.corrupt"));
+            let _ = std::fs::rename(&path, &aside);
+            Err(PersistError::Corrupt {
+                path,
+                message: format!("{e} (moved to {})", aside.display()),
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn save_then_restore_and_corrupt_files_are_set_aside() {
+        let dir = std::env::temp_dir().join(format!("stoa-tap-persist-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let cfg = InferenceConfig::default();
+        assert!(restore(&dir, &cfg).expect("empty dir").is_none());
+        let obs = Observations::new(&cfg);
+        save(&dir, &obs).expect("save");
+        let back = restore(&dir, &cfg).expect("restore").expect("present");
+        assert_eq!(back.to_json(), obs.to_json());
+        std::fs::write(dir.join(FILE), "{ not json").expect("write");
+        assert!(matches!(
+            restore(&dir, &cfg),
+            Err(PersistError::Corrupt { .. })
+        ));
+        assert!(dir.join(format!("{FILE}.corrupt")).exists());
+        assert!(restore(&dir, &cfg).expect("after set aside").is_none());
+    }
+}

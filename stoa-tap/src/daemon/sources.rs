@@ -1,0 +1,151 @@
+//! Live sources of the daemon: libpcap capture and the TPROXY relay.
+
+use super::config::{RunConfig, SourceConfig};
+use super::{dispatch_events, dispatch_frames, DaemonError, Shared, Work};
+use crate::metrics::MetricsText;
+use crate::source::live::{self, LiveConfig, LiveHandle};
+use crate::source::tproxy::{self, RelayHandle, TproxyConfig};
+use crate::source::{OwnedFrame, TapEvent};
+use std::sync::mpsc::{self, SyncSender};
+use std::sync::{Arc, Mutex};
+
+/// Frame batches or relay events queued between a source and its dispatcher.
+const SOURCE_QUEUE: usize = 1024;
+
+/// Starts one live source; returns what stops it.
+pub(super) fn start(
+    index: usize,
+    src: &SourceConfig,
+    cfg: &RunConfig,
+    workers: &[SyncSender<Work>],
+    shared: &Arc<Shared>,
+    dispatchers: &mut Vec<std::thread::JoinHandle<()>>,
+) -> Result<Box<dyn FnOnce() + Send>, DaemonError> {
+    match src {
+        SourceConfig::Pcap {
+            interfaces,
+            filter,
+            buffer_mb,
+        } => {
+            let live_cfg = LiveConfig {
+                interfaces: interfaces.clone(),
+                ports: cfg.ports.clone(),
+                filter: filter.clone(),
+                buffer_bytes: i32::try_from(u64::from(*buffer_mb) << 20).unwrap_or(i32::MAX),
+                ..LiveConfig::default()
+            };
+            let (tx, rx) = mpsc::sync_channel::<Vec<OwnedFrame>>(SOURCE_QUEUE);
+            let handle = live::start(live_cfg, tx).map_err(|e| DaemonError::Source {
+                index,
+                kind: "pcap",
+                message: e.to_string(),
+            })?;
+            let (w, s) = (workers.to_vec(), shared.clone());
+            dispatchers.push(std::thread::spawn(move || dispatch_frames(rx, w, false, s)));
+            let handle: Arc<Mutex<Option<LiveHandle>>> = Arc::new(Mutex::new(Some(handle)));
+            let reader = handle.clone();
+            shared.add_source_metrics(Box::new(move |m: &mut MetricsText| {
+                if let Ok(h) = reader.lock() {
+                    if let Some(h) = h.as_ref() {
+                        pcap_metrics(m, h);
+                    }
+                }
+            }));
+            Ok(Box::new(move || {
+                let taken = handle.lock().ok().and_then(|mut h| h.take());
+                if let Some(h) = taken {
+                    h.stop();
+                }
+            }))
+        }
+        SourceConfig::Tproxy {
+            listen,
+            spoof_client,
+            upstream_mark,
+        } => {
+            let listen = listen.parse().map_err(|_| DaemonError::Source {
+                index,
+                kind: "tproxy",
+                message: format!("not a socket address: {listen}"),
+            })?;
+            let t_cfg = TproxyConfig {
+                listen,
+                spoof_client: *spoof_client,
+                upstream_mark: *upstream_mark,
+                ..TproxyConfig::default()
+            };
+            let (tx, rx) = mpsc::sync_channel::<TapEvent>(SOURCE_QUEUE * 16);
+            let handle = tproxy::start(t_cfg, tx).map_err(|e| DaemonError::Source {
+                index,
+                kind: "tproxy",
+                message: e.to_string(),
+            })?;
+            tracing::info!(addr = %handle.local_addr(), "tproxy relay listening");
+            let (w, s) = (workers.to_vec(), shared.clone());
+            dispatchers.push(std::thread::spawn(move || dispatch_events(rx, w, s)));
+            let handle: Arc<Mutex<Option<RelayHandle>>> = Arc::new(Mutex::new(Some(handle)));
+            let reader = handle.clone();
+            shared.add_source_metrics(Box::new(move |m: &mut MetricsText| {
+                if let Ok(h) = reader.lock() {
+                    if let Some(h) = h.as_ref() {
+                        m.stats("tproxy", &h.stats(), &["connections_active"]);
+                    }
+                }
+            }));
+            Ok(Box::new(move || {
+                let taken = handle.lock().ok().and_then(|mut h| h.take());
+                if let Some(mut h) = taken {
+                    h.shutdown();
+                }
+            }))
+        }
+        SourceConfig::File { .. } => Err(DaemonError::Source {
+            index,
+            kind: "file",
+            message: "file sources are started by the daemon itself".into(),
+        }),
+    }
+}
+
+/// Per-interface capture counters, kernel drops included.
+fn pcap_metrics(m: &mut MetricsText, h: &LiveHandle) {
+    for s in h.stats() {
+        let l = [("interface", s.interface.as_str())];
+        let rows: [(&str, &str, u64); 7] = [
+            (
+                "stoa_tap_pcap_frames_total",
+                "Frames read from the kernel.",
+                s.frames,
+            ),
+            ("stoa_tap_pcap_bytes_total", "Captured bytes.", s.bytes),
+            (
+                "stoa_tap_pcap_frames_dropped_queue_total",
+                "Frames dropped because the pipeline queue was full.",
+                s.frames_dropped_queue,
+            ),
+            (
+                "stoa_tap_pcap_kernel_received_total",
+                "Kernel counter: frames that passed the filter.",
+                s.kernel_received,
+            ),
+            (
+                "stoa_tap_pcap_kernel_dropped_total",
+                "Kernel counter: frames dropped because the ring was full.",
+                s.kernel_dropped,
+            ),
+            (
+                "stoa_tap_pcap_if_dropped_total",
+                "Kernel counter: frames dropped by the interface or driver.",
+                s.if_dropped,
+            ),
+            (
+                "stoa_tap_pcap_read_errors_total",
+                "Capture read errors.",
+                s.read_errors,
+            ),
+        ];
+        for (name, help, v) in rows {
+            m.counter_with(name, help, &l, v);
+        }
+    }
+}

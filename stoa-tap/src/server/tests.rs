@@ -1,0 +1,580 @@
+//! Tests against a real server bound to 127.0.0.1:0 with a fake state.
+
+use super::*;
+use std::io::{Read, Write};
+use std::time::Instant;
+
+struct Fake {
+    healthy: AtomicBool,
+    ready: AtomicBool,
+}
+
+impl AdminState for Fake {
+    fn metrics(&self) -> String {
+        "# HELP x_total X.\n# TYPE x_total counter\nx_total 1\n".into()
+    }
+    fn healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+    fn ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+    fn api(&self, path: &str) -> Option<ApiResponse> {
+        match path {
+            "summary" => Some(ApiResponse::json_value(
+                &serde_json::json!({"exchanges": 3}),
+            )),
+            "openapi.yaml" => Some(ApiResponse::with_type(
+                200,
+                "application/yaml",
+                b"openapi: 3.1.0\n".to_vec(),
+            )),
+            "" => Some(ApiResponse::json(200, b"[\"summary\"]".to_vec())),
+            "boom" => panic!("state panicked"),
+            "teapot" => Some(ApiResponse::json(204, Vec::new())),
+            _ => None,
+        }
+    }
+    fn api_with_query(&self, path: &str, query: Option<&str>) -> Option<ApiResponse> {
+        if path == "echo" {
+            return Some(ApiResponse::json_value(&query));
+        }
+        self.api(path)
+    }
+}
+
+fn fake() -> Arc<Fake> {
+    Arc::new(Fake {
+        healthy: AtomicBool::new(true),
+        ready: AtomicBool::new(true),
+    })
+}
+
+fn local() -> AdminConfig {
+    AdminConfig {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        ..AdminConfig::default()
+    }
+}
+
+fn serve(cfg: AdminConfig) -> (AdminHandle, Arc<Fake>) {
+    let state = fake();
+    let h = start(cfg, state.clone()).expect("start");
+    (h, state)
+}
+
+#[derive(Debug)]
+struct Resp {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Resp {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    fn text(&self) -> &str {
+        std::str::from_utf8(&self.body).unwrap()
+    }
+}
+
+fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s
+}
+
+/// Reads one response; `head_only` for responses to HEAD. `pending` keeps bytes
+/// read past it.
+fn read_resp(s: &mut TcpStream, pending: &mut Vec<u8>, head_only: bool) -> Resp {
+    let mut chunk = [0u8; 4096];
+    loop {
+        let mut hs = [httparse::EMPTY_HEADER; 32];
+        let mut r = httparse::Response::new(&mut hs);
+        if let httparse::Status::Complete(len) = r.parse(pending).unwrap() {
+            let status = r.code.unwrap();
+            let headers: Vec<(String, String)> = r
+                .headers
+                .iter()
+                .map(|h| {
+                    (
+                        h.name.to_string(),
+                        String::from_utf8(h.value.to_vec()).unwrap(),
+                    )
+                })
+                .collect();
+            let cl: usize = headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+                .expect("Content-Length present")
+                .1
+                .parse()
+                .unwrap();
+            let body_len = if head_only { 0 } else { cl };
+            while pending.len() < len + body_len {
+                let n = s.read(&mut chunk).unwrap();
+                assert!(n > 0, "EOF in body");
+                pending.extend_from_slice(&chunk[..n]);
+            }
+            let body = pending[len..len + body_len].to_vec();
+            pending.drain(..len + body_len);
+            return Resp {
+                status,
+                headers,
+                body,
+            };
+        }
+        let n = s.read(&mut chunk).unwrap();
+        assert!(
+            n > 0,
+            "EOF before response head: {:?}",
+            String::from_utf8_lossy(pending)
+        );
+        pending.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// One request on a new connection (`Connection: close`).
+fn get(addr: SocketAddr, path: &str, extra: &str) -> Resp {
+    raw(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{extra}\r\n")
+            .as_bytes(),
+    )
+}
+
+fn raw(addr: SocketAddr, bytes: &[u8]) -> Resp {
+    let mut s = connect(addr);
+    s.write_all(bytes).unwrap();
+    read_resp(&mut s, &mut Vec::new(), false)
+}
+
+/// True once the server closed the connection (EOF or reset).
+fn closed(s: &mut TcpStream) -> bool {
+    let mut b = [0u8; 64];
+    matches!(s.read(&mut b), Ok(0) | Err(_))
+}
+
+#[test]
+fn server_metrics_endpoint() {
+    let (h, _) = serve(local());
+    let r = get(h.local_addr(), "/metrics", "");
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    assert_eq!(
+        r.text(),
+        "# HELP x_total X.\n# TYPE x_total counter\nx_total 1\n"
+    );
+    assert_eq!(r.header("connection"), Some("close"));
+    h.shutdown();
+}
+
+#[test]
+fn server_health_and_ready() {
+    let (h, st) = serve(local());
+    let a = h.local_addr();
+    let r = get(a, "/healthz", "");
+    assert_eq!((r.status, r.text()), (200, "ok\n"));
+    assert_eq!(get(a, "/readyz", "").status, 200);
+    st.ready.store(false, Ordering::Relaxed);
+    assert_eq!(get(a, "/readyz", "").status, 503);
+    assert_eq!(get(a, "/healthz", "").status, 200);
+    st.healthy.store(false, Ordering::Relaxed);
+    let r = get(a, "/healthz", "");
+    assert_eq!((r.status, r.text()), (503, "unhealthy\n"));
+}
+
+#[test]
+fn server_api_routing_and_404() {
+    let (h, _) = serve(local());
+    let a = h.local_addr();
+    let r = get(a, "/api/v1/summary", "");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert_eq!(r.text(), "{\"exchanges\":3}");
+    // The query string is not part of the path given to `api`.
+    assert_eq!(
+        get(a, "/api/v1/summary?x=1", "").text(),
+        "{\"exchanges\":3}"
+    );
+    assert_eq!(get(a, "/api/v1/echo?limit=5", "").text(), "\"limit=5\"");
+    let r = get(a, "/api/v1/openapi.yaml", "");
+    assert_eq!(r.header("content-type"), Some("application/yaml"));
+    assert_eq!(r.text(), "openapi: 3.1.0\n");
+    assert_eq!(get(a, "/api/v1", "").text(), "[\"summary\"]");
+    assert_eq!(get(a, "/api/v1/", "").text(), "[\"summary\"]");
+    let r = get(a, "/api/v1/nope", "");
+    assert_eq!(r.status, 404);
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["error"], "not found");
+    assert_eq!(get(a, "/nothing", "").status, 404);
+    assert_eq!(get(a, "/api/v2/summary", "").status, 404);
+    // Absolute-form target.
+    assert_eq!(get(a, "http://x/api/v1/summary", "").status, 200);
+    // Unsupported status from the state -> 500.
+    assert_eq!(get(a, "/api/v1/teapot", "").status, 500);
+}
+
+#[test]
+fn server_foreign_host_refused_without_token() {
+    let (h, _) = serve(local());
+    let a = h.local_addr();
+    let r = raw(
+        a,
+        b"GET /api/v1/summary HTTP/1.1\r\nHost: rebind.example:9090\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.status, 403);
+    let r = raw(
+        a,
+        b"GET /healthz HTTP/1.1\r\nHost: rebind.example\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.status, 200, "health is not restricted");
+    let r = raw(
+        a,
+        b"GET /metrics HTTP/1.1\r\nHost: localhost:9090\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.status, 200);
+    // With a token, any host name is fine (the token authenticates).
+    let (h, _) = serve(AdminConfig {
+        token: Some("t".into()),
+        ..local()
+    });
+    let r = raw(
+        h.local_addr(),
+        b"GET /metrics HTTP/1.1\r\nHost: tap.example\r\nAuthorization: Bearer t\r\n\r\n",
+    );
+    assert_eq!(r.status, 200);
+}
+
+#[test]
+fn server_dashboard_is_self_contained() {
+    let (h, _) = serve(local());
+    let r = get(h.local_addr(), "/", "");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("text/html; charset=utf-8"));
+    let t = r.text();
+    assert!(t.contains("api/v1/summary") && t.contains("api/v1/operations"));
+    assert!(t.contains("setInterval"));
+    assert!(
+        !t.contains("http://") && !t.contains("https://"),
+        "no external assets"
+    );
+    assert!(!t.contains("innerHTML"));
+    assert!(r.header("content-security-policy").is_some());
+}
+
+#[test]
+fn server_token_required_except_health() {
+    let cfg = AdminConfig {
+        token: Some("s3cret-token".into()),
+        ..local()
+    };
+    let (h, _) = serve(cfg);
+    let a = h.local_addr();
+    for path in ["/metrics", "/", "/api/v1/summary", "/nothing"] {
+        let r = get(a, path, "");
+        assert_eq!(r.status, 401, "{path}");
+        assert_eq!(
+            r.header("www-authenticate"),
+            Some("Bearer realm=\"stoa-tap\"")
+        );
+        assert_eq!(get(a, path, "Authorization: Bearer wrong\r\n").status, 401);
+        assert_eq!(
+            get(a, path, "Authorization: Bearer s3cret-toke\r\n").status,
+            401
+        );
+        assert_eq!(
+            get(a, path, "Authorization: Basic s3cret-token\r\n").status,
+            401
+        );
+    }
+    let ok = "Authorization: Bearer s3cret-token\r\n";
+    assert_eq!(get(a, "/metrics", ok).status, 200);
+    assert_eq!(get(a, "/api/v1/summary", ok).status, 200);
+    assert_eq!(get(a, "/nothing", ok).status, 404);
+    assert_eq!(get(a, "/healthz", "").status, 200);
+    assert_eq!(get(a, "/readyz", "").status, 200);
+}
+
+#[test]
+fn server_non_loopback_requires_token() {
+    let cfg = AdminConfig {
+        bind: "0.0.0.0:0".parse().unwrap(),
+        ..AdminConfig::default()
+    };
+    let err = start(cfg.clone(), fake()).unwrap_err();
+    assert!(matches!(err, AdminError::NonLoopbackWithoutToken { .. }));
+    assert!(err.to_string().contains("without a token"), "{err}");
+    let err = start(
+        AdminConfig {
+            bind: "[::]:0".parse().unwrap(),
+            ..AdminConfig::default()
+        },
+        fake(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, AdminError::NonLoopbackWithoutToken { .. }));
+    assert!(matches!(
+        start(
+            AdminConfig {
+                token: Some(String::new()),
+                ..cfg.clone()
+            },
+            fake()
+        ),
+        Err(AdminError::InvalidToken(_))
+    ));
+    assert!(matches!(
+        start(
+            AdminConfig {
+                token: Some("a b".into()),
+                ..cfg.clone()
+            },
+            fake()
+        ),
+        Err(AdminError::InvalidToken(_))
+    ));
+    let h = start(
+        AdminConfig {
+            token: Some("t".into()),
+            ..cfg
+        },
+        fake(),
+    )
+    .expect("non-loopback with a token");
+    let port = h.local_addr().port();
+    let r = get(
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        "/metrics",
+        "Authorization: Bearer t\r\n",
+    );
+    assert_eq!(r.status, 200);
+}
+
+#[test]
+fn server_oversized_head_431() {
+    let (h, _) = serve(local());
+    let mut req = b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n".to_vec();
+    for i in 0..40 {
+        req.extend_from_slice(format!("X-Pad-{i}: {}\r\n", "a".repeat(500)).as_bytes());
+    }
+    req.extend_from_slice(b"\r\n");
+    assert!(req.len() > 16 * 1024);
+    let mut s = connect(h.local_addr());
+    s.write_all(&req).unwrap();
+    let r = read_resp(&mut s, &mut Vec::new(), false);
+    assert_eq!(r.status, 431);
+    assert_eq!(r.header("connection"), Some("close"));
+    assert!(closed(&mut s));
+    // An endless header line without a terminator too.
+    let mut s = connect(h.local_addr());
+    s.write_all(b"GET / HTTP/1.1\r\nX: ").unwrap();
+    s.write_all(&vec![b'a'; 20_000]).unwrap();
+    assert_eq!(read_resp(&mut s, &mut Vec::new(), false).status, 431);
+    // Too many header fields.
+    let mut req = b"GET / HTTP/1.1\r\n".to_vec();
+    for i in 0..100 {
+        req.extend_from_slice(format!("X-{i}: y\r\n").as_bytes());
+    }
+    req.extend_from_slice(b"\r\n");
+    assert_eq!(raw(h.local_addr(), &req).status, 431);
+}
+
+#[test]
+fn server_garbage_400_and_close() {
+    let (h, _) = serve(local());
+    let a = h.local_addr();
+    for garbage in [
+        &b"\x00\x01\x02\x03garbage\r\n\r\n"[..],
+        b"GET /metrics HTTP/9.9\r\n\r\n",
+        b"GET\r\n\r\n",
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
+        b"GET /metrics HTTP/1.1\r\nBad Header\r\n\r\n",
+        b"GET /metrics HTTP/1.1\r\nContent-Length: abc\r\n\r\n",
+        b"GET example.com:443 HTTP/1.1\r\n\r\n",
+    ] {
+        let mut s = connect(a);
+        s.write_all(garbage).unwrap();
+        let r = read_resp(&mut s, &mut Vec::new(), false);
+        assert_eq!(r.status, 400, "{:?}", String::from_utf8_lossy(garbage));
+        assert!(closed(&mut s));
+    }
+    // Still serving.
+    assert_eq!(get(a, "/healthz", "").status, 200);
+}
+
+#[test]
+fn server_head_like_get_without_body() {
+    let (h, _) = serve(local());
+    let a = h.local_addr();
+    let g = get(a, "/metrics", "");
+    let mut s = connect(a);
+    s.write_all(
+        b"HEAD /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\nGET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+    )
+    .unwrap();
+    let mut pending = Vec::new();
+    let r = read_resp(&mut s, &mut pending, true);
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("content-length").unwrap(),
+        g.body.len().to_string()
+    );
+    assert_eq!(r.header("content-type"), g.header("content-type"));
+    // The next response follows immediately: the HEAD response had no body.
+    let r2 = read_resp(&mut s, &mut pending, false);
+    assert_eq!((r2.status, r2.text()), (200, "ok\n"));
+}
+
+#[test]
+fn server_other_methods_405() {
+    let (h, _) = serve(local());
+    let a = h.local_addr();
+    for m in ["POST", "PUT", "DELETE", "OPTIONS", "PATCH"] {
+        let r = raw(
+            a,
+            format!("{m} /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n")
+                .as_bytes(),
+        );
+        assert_eq!(r.status, 405, "{m}");
+        assert_eq!(r.header("allow"), Some("GET, HEAD"));
+    }
+    assert_eq!(raw(a, b"OPTIONS * HTTP/1.1\r\n\r\n").status, 405);
+    let r = raw(a, b"POST /healthz HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc");
+    assert_eq!(r.status, 405);
+    assert_eq!(
+        r.header("connection"),
+        Some("close"),
+        "body not read: close"
+    );
+}
+
+#[test]
+fn server_keep_alive_two_requests_and_close_honoured() {
+    let (h, _) = serve(local());
+    let mut s = connect(h.local_addr());
+    let mut pending = Vec::new();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .unwrap();
+    let r = read_resp(&mut s, &mut pending, false);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("connection"), Some("keep-alive"));
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .unwrap();
+    let r = read_resp(&mut s, &mut pending, false);
+    assert_eq!(r.status, 200);
+    assert!(r.text().contains("x_total 1"));
+    s.write_all(b"GET /readyz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let r = read_resp(&mut s, &mut pending, false);
+    assert_eq!(r.header("connection"), Some("close"));
+    assert!(closed(&mut s));
+    // HTTP/1.0 closes unless asked otherwise.
+    let mut s = connect(h.local_addr());
+    s.write_all(b"GET /healthz HTTP/1.0\r\n\r\n").unwrap();
+    let r = read_resp(&mut s, &mut Vec::new(), false);
+    assert_eq!(r.header("connection"), Some("close"));
+    assert!(closed(&mut s));
+}
+
+#[test]
+fn server_connection_limit() {
+    let cfg = AdminConfig {
+        max_connections: 2,
+        workers: 2,
+        ..local()
+    };
+    let (h, _) = serve(cfg);
+    let a = h.local_addr();
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut s = connect(a);
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            .unwrap();
+        assert_eq!(read_resp(&mut s, &mut Vec::new(), false).status, 200);
+        held.push(s);
+    }
+    let mut s = connect(a);
+    let r = read_resp(&mut s, &mut Vec::new(), false);
+    assert_eq!(r.status, 503);
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert!(closed(&mut s));
+    // Freeing one slot lets a new connection in.
+    drop(held.pop());
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let r = get(a, "/healthz", "");
+        if r.status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "slot never freed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn server_slow_and_idle_clients_timed_out() {
+    let cfg = AdminConfig {
+        read_timeout: Duration::from_millis(300),
+        keep_alive_timeout: Duration::from_millis(300),
+        ..local()
+    };
+    let (h, _) = serve(cfg);
+    // A head that never completes: 408 then close.
+    let mut s = connect(h.local_addr());
+    let t = Instant::now();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        .unwrap();
+    let r = read_resp(&mut s, &mut Vec::new(), false);
+    assert_eq!(r.status, 408);
+    assert!(closed(&mut s));
+    assert!(t.elapsed() < Duration::from_secs(3));
+    // A connection that sends nothing is closed silently.
+    let mut s = connect(h.local_addr());
+    assert!(closed(&mut s));
+}
+
+#[test]
+fn server_panicking_state_is_500_and_server_survives() {
+    let cfg = AdminConfig {
+        workers: 1,
+        ..local()
+    };
+    let (h, _) = serve(cfg);
+    let a = h.local_addr();
+    assert_eq!(get(a, "/api/v1/boom", "").status, 500);
+    assert_eq!(get(a, "/api/v1/summary", "").status, 200);
+}
+
+#[test]
+fn server_shutdown_is_prompt_with_open_connections() {
+    let (h, _) = serve(local());
+    let a = h.local_addr();
+    let mut s = connect(a);
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_resp(&mut s, &mut Vec::new(), false).status, 200);
+    let _idle = connect(a);
+    std::thread::sleep(Duration::from_millis(50));
+    let t = Instant::now();
+    h.shutdown();
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    assert!(closed(&mut s));
+    assert!(TcpStream::connect(a).is_err(), "listener closed");
+}
+
+#[test]
+fn server_drop_shuts_down() {
+    let (h, _) = serve(local());
+    let a = h.local_addr();
+    drop(h);
+    assert!(TcpStream::connect(a).is_err());
+}

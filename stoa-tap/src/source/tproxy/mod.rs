@@ -1,0 +1,286 @@
+//! TPROXY source: a transparent relay that accepts the connections a
+//! netfilter TPROXY rule diverts to it, connects to their original
+//! destination (the gateway), relays both directions byte for byte, and hands
+//! a copy of every relayed chunk to the analyzer as [`TapEvent`]s.
+//!
+//! The relay never waits for the analyzer: copies go through
+//! [`std::sync::mpsc::SyncSender::try_send`], and when the analyzer's queue is
+//! full the copy is dropped and counted. The next event that does get through
+//! for that direction is preceded by a [`TapEvent::Gap`] carrying the number
+//! of bytes skipped, so the HTTP parser can stay in step inside bodies.
+//!
+//! Control events:
+//! - `Open` is the first event of a connection. If it cannot be queued, the
+//!   connection is relayed *untapped* (no event at all is sent for it, counted
+//!   in [`TproxyStats::untapped_connections`]): the analyzer never sees a
+//!   connection whose start it missed.
+//! - `End` (and a `Gap` that must precede it) that cannot be queued are kept
+//!   in a tiny per-connection pending list, retried before every later event
+//!   of that connection and at close.
+//! - `Close` is retried with a short bounded back-off after the sockets are
+//!   closed and the connection's slot is released (so the retry never delays
+//!   traffic); what still cannot be queued is counted in
+//!   [`TproxyStats::tap_control_lost`].
+//!
+//! The netfilter rules that feed the relay are described in
+//! `packaging/tproxy.md` and installed by `stoa-tap tproxy-rules`.
+
+mod relay;
+pub mod rules;
+mod sock;
+mod tap;
+
+use crate::source::TapEvent;
+use serde::Serialize;
+use std::net::{Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::SyncSender;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// Settings of the relay.
+#[derive(Debug, Clone)]
+pub struct TproxyConfig {
+    /// Where the transparent listener binds. An IPv6 address (default
+    /// `[::]:15001`) gives a dual-stack socket (IPV6_V6ONLY off) that also
+    /// accepts IPv4 connections as IPv4-mapped addresses; an IPv4 address
+    /// gives an IPv4-only listener.
+    pub listen: SocketAddr,
+    /// Connect upstream from the client's own address (IP_TRANSPARENT on the
+    /// upstream socket, bound to the client IP), so the gateway sees the
+    /// client rather than the relay. Needs the `socket transparent` rule and
+    /// the gateway's return route through this host.
+    pub spoof_client: bool,
+    /// SO_MARK put on upstream sockets so the rules can exempt the relay's
+    /// own traffic (0 = no mark). Must not share bits with the divert mark.
+    pub upstream_mark: u32,
+    /// Longest wait for the upstream connection.
+    pub connect_timeout: Duration,
+    /// Most connections relayed at once; beyond it, accepting waits (the
+    /// kernel's listen backlog holds new connections meanwhile).
+    pub max_connections: usize,
+    /// Read buffer per direction and connection, bytes.
+    pub read_buffer: usize,
+    /// Listen backlog.
+    pub backlog: i32,
+    /// Worker threads of the relay's runtime.
+    pub worker_threads: usize,
+    /// How long [`RelayHandle::shutdown`] lets live connections finish.
+    pub shutdown_timeout: Duration,
+    /// Total time a connection's final control events (`End`, `Close`) are
+    /// retried when the tap queue is full, after the sockets are closed.
+    pub control_retry: Duration,
+}
+
+impl Default for TproxyConfig {
+    fn default() -> Self {
+        TproxyConfig {
+            listen: SocketAddr::from((Ipv6Addr::UNSPECIFIED, 15001)),
+            spoof_client: false,
+            upstream_mark: 0x2,
+            connect_timeout: Duration::from_secs(5),
+            max_connections: 10_000,
+            read_buffer: 64 * 1024,
+            backlog: 1024,
+            worker_threads: 2,
+            shutdown_timeout: Duration::from_secs(5),
+            control_retry: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Why the relay could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum TproxyError {
+    /// The configuration is unusable.
+    #[error("invalid tproxy configuration: {0}")]
+    Config(String),
+    /// A socket could not be created or configured.
+    #[error("tproxy listener {addr}: {what}: {source}")]
+    Socket {
+        /// Listen address.
+        addr: SocketAddr,
+        /// The step that failed (e.g. `IP_TRANSPARENT`, which needs CAP_NET_ADMIN).
+        what: &'static str,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The runtime or its thread could not be started.
+    #[error("tproxy runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+}
+
+/// Counters of the relay, as a snapshot ([`RelayHandle::stats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct TproxyStats {
+    /// Connections accepted from clients.
+    pub connections_accepted: u64,
+    /// Connections being relayed now.
+    pub connections_active: u64,
+    /// Times accepting had to wait for a free slot (`max_connections`).
+    pub connections_limit_waits: u64,
+    /// Upstream connections that failed or timed out (the client was reset).
+    pub upstream_connect_errors: u64,
+    /// Connections that ended with a reset or an I/O error.
+    pub connections_reset: u64,
+    /// Bytes relayed client -> server.
+    pub bytes_client_to_server: u64,
+    /// Bytes relayed server -> client.
+    pub bytes_server_to_client: u64,
+    /// Events queued to the analyzer.
+    pub tap_events_sent: u64,
+    /// Data events dropped because the analyzer's queue was full.
+    pub tap_events_dropped: u64,
+    /// Bytes of those dropped data events (reported to the analyzer as gaps).
+    pub tap_bytes_dropped: u64,
+    /// Connections relayed without tap because their `Open` could not be queued.
+    pub untapped_connections: u64,
+    /// Bytes relayed on untapped connections.
+    pub untapped_bytes: u64,
+    /// Final control events (`End`, `Close`) that could not be queued even
+    /// after the retries.
+    pub tap_control_lost: u64,
+}
+
+/// Live counters shared by the relay's tasks.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub connections_accepted: AtomicU64,
+    pub connections_active: AtomicU64,
+    pub connections_limit_waits: AtomicU64,
+    pub upstream_connect_errors: AtomicU64,
+    pub connections_reset: AtomicU64,
+    pub bytes_c2s: AtomicU64,
+    pub bytes_s2c: AtomicU64,
+    pub tap_events_sent: AtomicU64,
+    pub tap_events_dropped: AtomicU64,
+    pub tap_bytes_dropped: AtomicU64,
+    pub untapped_connections: AtomicU64,
+    pub untapped_bytes: AtomicU64,
+    pub tap_control_lost: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> TproxyStats {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        TproxyStats {
+            connections_accepted: g(&self.connections_accepted),
+            connections_active: g(&self.connections_active),
+            connections_limit_waits: g(&self.connections_limit_waits),
+            upstream_connect_errors: g(&self.upstream_connect_errors),
+            connections_reset: g(&self.connections_reset),
+            bytes_client_to_server: g(&self.bytes_c2s),
+            bytes_server_to_client: g(&self.bytes_s2c),
+            tap_events_sent: g(&self.tap_events_sent),
+            tap_events_dropped: g(&self.tap_events_dropped),
+            tap_bytes_dropped: g(&self.tap_bytes_dropped),
+            untapped_connections: g(&self.untapped_connections),
+            untapped_bytes: g(&self.untapped_bytes),
+            tap_control_lost: g(&self.tap_control_lost),
+        }
+    }
+}
+
+/// A running relay. Dropping it shuts it down (see [`RelayHandle::shutdown`]).
+#[derive(Debug)]
+pub struct RelayHandle {
+    local_addr: SocketAddr,
+    counters: Arc<Counters>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl RelayHandle {
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> TproxyStats {
+        self.counters.snapshot()
+    }
+
+    /// The address the listener is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting, lets live connections finish for up to
+    /// `shutdown_timeout`, resets the rest, and returns when the relay's
+    /// runtime is gone (every tap sender is then dropped).
+    pub fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            if t.join().is_err() {
+                tracing::error!("tproxy relay thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for RelayHandle {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Starts the relay on its own runtime thread and returns once the listener
+/// is bound (bind and socket option errors are returned here).
+pub fn start(cfg: TproxyConfig, tap: SyncSender<TapEvent>) -> Result<RelayHandle, TproxyError> {
+    validate(&cfg)?;
+    let listener = sock::listener(&cfg)?;
+    let local_addr = listener
+        .local_addr()
+        .map_err(|source| TproxyError::Socket {
+            addr: cfg.listen,
+            what: "getsockname",
+            source,
+        })?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cfg.worker_threads.max(1))
+        .thread_name("stoa-tproxy")
+        .enable_io()
+        .enable_time()
+        .build()
+        .map_err(TproxyError::Runtime)?;
+    let counters = Arc::new(Counters::default());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+    let c = counters.clone();
+    let thread = std::thread::Builder::new()
+        .name("stoa-tproxy-main".into())
+        .spawn(move || {
+            let grace = cfg.shutdown_timeout;
+            rt.block_on(relay::run(cfg, listener, tap, c, stop_rx));
+            // Whatever is still running after the grace period is dropped
+            // (its sockets close).
+            rt.shutdown_timeout(grace.min(Duration::from_millis(100)));
+        })
+        .map_err(TproxyError::Runtime)?;
+    tracing::info!(listen = %local_addr, "tproxy relay started");
+    Ok(RelayHandle {
+        local_addr,
+        counters,
+        stop: Some(stop_tx),
+        thread: Some(thread),
+    })
+}
+
+fn validate(cfg: &TproxyConfig) -> Result<(), TproxyError> {
+    if cfg.max_connections == 0 {
+        return Err(TproxyError::Config("max_connections must be > 0".into()));
+    }
+    if cfg.read_buffer < 512 {
+        return Err(TproxyError::Config("read_buffer must be >= 512".into()));
+    }
+    if cfg.max_connections > tokio::sync::Semaphore::MAX_PERMITS {
+        return Err(TproxyError::Config("max_connections is too large".into()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

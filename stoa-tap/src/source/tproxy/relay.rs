@@ -1,0 +1,274 @@
+//! The accept loop and the per-connection relay.
+
+use super::sock::{canonical, reset_on_close, upstream};
+use super::tap::{ConnTap, DirTap};
+use super::{Counters, TproxyConfig};
+use crate::flow::{Direction, EndKind};
+use crate::source::{now_ns, ConnId, TapEvent};
+use contracts::FlowId;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::SyncSender;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
+
+/// Connection ids, unique for the life of the process (several relays may run).
+static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
+
+/// Accepts until `stop` fires, then waits (up to `shutdown_timeout`) for the
+/// live connections.
+pub(super) async fn run(
+    cfg: TproxyConfig,
+    listener: std::net::TcpListener,
+    tx: SyncSender<TapEvent>,
+    counters: Arc<Counters>,
+    mut stop: oneshot::Receiver<()>,
+) {
+    let listener = match TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "tproxy: cannot register listener");
+            return;
+        }
+    };
+    let listen_port = cfg.listen.port();
+    let max = cfg.max_connections;
+    let sem = Arc::new(Semaphore::new(max));
+    let cfg = Arc::new(cfg);
+    'accept: loop {
+        let permit = match sem.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                Counters::add(&counters.connections_limit_waits, 1);
+                tracing::warn!(max, "tproxy: connection limit reached, accept waits");
+                tokio::select! {
+                    p = sem.clone().acquire_owned() => match p {
+                        Ok(p) => p,
+                        Err(_) => break 'accept,
+                    },
+                    _ = &mut stop => break 'accept,
+                }
+            }
+        };
+        tokio::select! {
+            _ = &mut stop => break 'accept,
+            r = listener.accept() => match r {
+                Ok((stream, peer)) => {
+                    Counters::add(&counters.connections_accepted, 1);
+                    counters.connections_active.fetch_add(1, Ordering::Relaxed);
+                    let conn = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
+                    tokio::spawn(connection(
+                        cfg.clone(),
+                        stream,
+                        peer,
+                        conn,
+                        listen_port,
+                        tx.clone(),
+                        counters.clone(),
+                        permit,
+                    ));
+                }
+                Err(e) => {
+                    // EMFILE, ENOBUFS...: back off a little and go on.
+                    tracing::warn!(error = %e, "tproxy: accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            },
+        }
+    }
+    drop(listener);
+    let live = counters.connections_active.load(Ordering::Relaxed);
+    tracing::info!(live, "tproxy: stopped accepting, draining connections");
+    let all = u32::try_from(max).unwrap_or(u32::MAX);
+    if tokio::time::timeout(cfg.shutdown_timeout, sem.acquire_many(all))
+        .await
+        .is_err()
+    {
+        let live = counters.connections_active.load(Ordering::Relaxed);
+        tracing::warn!(live, "tproxy: shutdown timeout, resetting live connections");
+    }
+}
+
+/// How one direction ended.
+enum PumpEnd {
+    /// Orderly: FIN read and passed on.
+    Fin,
+    /// Reset or I/O error (on either socket).
+    Error,
+}
+
+/// Relays one direction until FIN or error.
+async fn pump<R, W>(
+    r: &mut R,
+    w: &mut W,
+    tap: &mut DirTap,
+    relayed: &AtomicU64,
+    buf_len: usize,
+) -> PumpEnd
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    let mut buf = vec![0u8; buf_len];
+    loop {
+        let n = match r.read(&mut buf).await {
+            Ok(0) => {
+                tap.end(EndKind::Fin);
+                return match w.shutdown().await {
+                    Ok(()) => PumpEnd::Fin,
+                    Err(_) => PumpEnd::Error,
+                };
+            }
+            Ok(n) => n,
+            Err(_) => {
+                tap.end(EndKind::Rst);
+                return PumpEnd::Error;
+            }
+        };
+        let ts = now_ns();
+        if w.write_all(&buf[..n]).await.is_err() {
+            tap.end(EndKind::Rst);
+            return PumpEnd::Error;
+        }
+        Counters::add(relayed, n as u64);
+        // Copy after the write: the analyzer's copy never adds latency
+        // before the bytes are on their way.
+        tap.data(&buf[..n], ts);
+    }
+}
+
+/// One diverted connection, from accept to the last tap event.
+#[allow(clippy::too_many_arguments)]
+async fn connection(
+    cfg: Arc<TproxyConfig>,
+    mut client: TcpStream,
+    peer: SocketAddr,
+    conn: ConnId,
+    listen_port: u16,
+    tx: SyncSender<TapEvent>,
+    counters: Arc<Counters>,
+    permit: OwnedSemaphorePermit,
+) {
+    let client_addr = canonical(peer);
+    let pending = relay_connection(
+        &cfg,
+        &mut client,
+        client_addr,
+        conn,
+        listen_port,
+        tx,
+        &counters,
+    )
+    .await;
+    drop(client);
+    drop(permit);
+    counters.connections_active.fetch_sub(1, Ordering::Relaxed);
+    if let Some((tap, pending)) = pending {
+        tap.close(pending, cfg.control_retry).await;
+    }
+}
+
+/// Connects upstream and relays; returns the connection's tap and its
+/// undelivered control events once both sockets are done with.
+async fn relay_connection(
+    cfg: &TproxyConfig,
+    client: &mut TcpStream,
+    client_addr: SocketAddr,
+    conn: ConnId,
+    listen_port: u16,
+    tx: SyncSender<TapEvent>,
+    counters: &Arc<Counters>,
+) -> Option<(ConnTap, Vec<TapEvent>)> {
+    let server = match client.local_addr() {
+        Ok(a) => canonical(a),
+        Err(e) => {
+            tracing::debug!(conn, error = %e, "tproxy: getsockname failed");
+            return None;
+        }
+    };
+    if server.port() == listen_port {
+        // Not diverted (a direct connection to the listener): relaying it
+        // to its "original destination" would loop into ourselves.
+        Counters::add(&counters.upstream_connect_errors, 1);
+        tracing::warn!(conn, client = %client_addr, "tproxy: direct connection to the relay port refused");
+        reset_on_close(client);
+        return None;
+    }
+    let connect = async {
+        let s = upstream(cfg, client_addr, server)?;
+        s.connect(server).await
+    };
+    let mut up = match tokio::time::timeout(cfg.connect_timeout, connect).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            Counters::add(&counters.upstream_connect_errors, 1);
+            tracing::info!(conn, client = %client_addr, server = %server, error = %e, "tproxy: upstream connect failed");
+            reset_on_close(client);
+            return None;
+        }
+        Err(_) => {
+            Counters::add(&counters.upstream_connect_errors, 1);
+            tracing::info!(conn, client = %client_addr, server = %server, "tproxy: upstream connect timed out");
+            reset_on_close(client);
+            return None;
+        }
+    };
+    let _ = client.set_nodelay(true);
+    tracing::debug!(conn, client = %client_addr, server = %server, "tproxy: relaying");
+    let flow = FlowId {
+        client: client_addr,
+        server,
+    };
+    let tap = ConnTap::open(tx, counters.clone(), conn, flow);
+    let mut c2s_tap = tap.dir(Direction::ClientToServer);
+    let mut s2c_tap = tap.dir(Direction::ServerToClient);
+    let failed = {
+        let (mut cr, mut cw) = client.split();
+        let (mut ur, mut uw) = up.split();
+        let c2s = pump(
+            &mut cr,
+            &mut uw,
+            &mut c2s_tap,
+            &counters.bytes_c2s,
+            cfg.read_buffer,
+        );
+        let s2c = pump(
+            &mut ur,
+            &mut cw,
+            &mut s2c_tap,
+            &counters.bytes_s2c,
+            cfg.read_buffer,
+        );
+        tokio::pin!(c2s, s2c);
+        let (mut c_done, mut s_done) = (false, false);
+        let mut failed = false;
+        while !(c_done && s_done) {
+            let end = tokio::select! {
+                e = &mut c2s, if !c_done => { c_done = true; e }
+                e = &mut s2c, if !s_done => { s_done = true; e }
+            };
+            if let PumpEnd::Error = end {
+                failed = true;
+                break;
+            }
+        }
+        failed
+    };
+    if failed {
+        // Best-effort reset propagation: both sides get a RST on close.
+        Counters::add(&counters.connections_reset, 1);
+        tracing::debug!(conn, "tproxy: connection reset");
+        c2s_tap.end(EndKind::Rst);
+        s2c_tap.end(EndKind::Rst);
+        reset_on_close(client);
+        reset_on_close(&up);
+    }
+    debug_assert!(c2s_tap.ended() && s2c_tap.ended());
+    drop(up);
+    let mut pending = c2s_tap.take_pending();
+    pending.extend(s2c_tap.take_pending());
+    Some((tap, pending))
+}

@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Live mirror capture benchmark (prints figures; not a test).
+#
+#     tests/bench/mirror.sh                       # 30 s, 32 connections
+#     DURATION=10 CONNS=64 tests/bench/mirror.sh
+#
+# Topology from tests/netns/mirror_topology.sh: client ns -- veth -- gateway ns
+# (nginx on :5555, pre-built Content-Length JSON responses, 1 worker), tc
+# mirred copies both directions of the gateway veth into a monitor ns where
+# the release `live_capture` example captures on m1 (BPF "tcp port 5555").
+# wrk (1 thread; the machine has 2 cores) drives the gateway from the client ns.
+# Prints exchanges seen / requests wrk completed, kernel and queue drop
+# counters, and the CPU used by the capture thread and the whole process.
+# Needs root.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$ROOT"
+DURATION="${DURATION:-30}"
+CONNS="${CONNS:-32}"
+THREADS="${THREADS:-1}"
+[ "$(id -u)" = 0 ] || { echo "mirror.sh needs root (namespaces, tc, packet capture)" >&2; exit 1; }
+for tool in wrk nginx ethtool; do
+    if ! command -v "$tool" >/dev/null 2>&1; then
+        pkg=$tool; [ "$tool" = nginx ] && pkg=nginx-light
+        DEBIAN_FRONTEND=noninteractive apt-get install -y "$pkg" >/dev/null 2>&1 ||
+            { apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y "$pkg" >/dev/null; }
+    fi
+done
+
+cargo build --release -q -p stoa-tap --example live_capture
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/live_capture"
+
+P="stb$$x"
+WORK="$(mktemp -d /tmp/stoa-mirror-bench.XXXXXX)"
+TOPO="$ROOT/tests/netns/mirror_topology.sh"
+cleanup() {
+    sh "$TOPO" down "$P" || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+sh "$TOPO" up "$P"
+
+sed "s#@DIR@#$WORK#g" tests/bench/mirror_nginx.conf.in > "$WORK/nginx.conf"
+ip netns exec "${P}g" nginx -c "$WORK/nginx.conf" -p "$WORK" &
+disown $!
+for _ in $(seq 50); do
+    ip netns exec "${P}g" bash -c 'exec 3<>/dev/tcp/127.0.0.1/5555' 2>/dev/null && break
+    sleep 0.1
+done
+sleep 0.5
+
+ip netns exec "${P}m" "$BIN" --iface m1 --port 5555 --no-exchanges > "$WORK/tap.out" 2> "$WORK/tap.err" &
+TAP=$!
+for _ in $(seq 100); do grep -q '"ready"' "$WORK/tap.out" 2>/dev/null && break; sleep 0.1; done
+
+echo "wrk: $THREADS thread(s), $CONNS connections, ${DURATION}s against 10.77.0.2:5555 (mirrored)"
+ip netns exec "${P}c" wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --latency \
+    -s tests/bench/mirror_wrk.lua http://10.77.0.2:5555/ | tee "$WORK/wrk.out"
+sleep 1
+kill -TERM "$TAP"
+wait "$TAP" || true
+
+M1_RX_DROP=$(ip netns exec "${P}m" cat /sys/class/net/m1/statistics/rx_dropped)
+M0_TX_DROP=$(ip netns exec "${P}g" cat /sys/class/net/m0/statistics/tx_dropped)
+python3 - "$WORK/wrk.out" "$WORK/tap.out" "$DURATION" "$M1_RX_DROP" "$M0_TX_DROP" <<'PY'
+import json, re, sys
+wrk = open(sys.argv[1]).read()
+sent = int(re.search(r"(\d+) requests in", wrk).group(1))
+errs = re.search(r"Socket errors: (.*)", wrk)
+stats = [json.loads(l) for l in open(sys.argv[2]) if '"type":"stats"' in l][-1]
+dur = float(sys.argv[3])
+seen, answered = stats["exchanges"], stats["answered"]
+print()
+print("== mirror capture benchmark ==")
+print(f"requests completed by wrk     {sent}  ({sent/dur:.0f}/s)" + (f"  socket errors: {errs.group(1)}" if errs else ""))
+print(f"exchanges seen by stoa-tap    {seen}  (answered {answered}, with gap {stats['with_gap']})")
+print(f"seen / sent                   {100.0*answered/sent:.3f} %  (answered exchanges / wrk requests; target >= 99.9 %)")
+print(f"frames captured               {stats['frames']}  ({stats['frames']/dur:.0f}/s, {stats['bytes']/dur/1e6:.1f} MB/s)")
+print(f"kernel received / dropped     {stats['kernel_received']} / {stats['kernel_dropped']}  (if_dropped {stats['if_dropped']})")
+print(f"queue drops (frames)          {stats['frames_dropped_queue']}")
+print(f"mirror veth drops             m1 rx_dropped {sys.argv[4]}, m0 tx_dropped {sys.argv[5]}")
+w = stats["wall_s"]
+print(f"CPU capture thread            {stats['capture_cpu_s']:.2f} s  ({100*stats['capture_cpu_s']/w:.1f} % of one core)")
+print(f"CPU whole process             {stats['process_cpu_s']:.2f} s  ({100*stats['process_cpu_s']/w:.1f} % of one core; capture + engine)")
+PY

@@ -1,0 +1,398 @@
+//! Live capture on a tc port mirror, end to end in network namespaces.
+//!
+//! Topology (tests/netns/mirror_topology.sh): client ns -- veth -- gateway ns
+//! running a real HTTP/1.1 server on :5555; tc clsact + mirred on the gateway
+//! side veth copies both directions to a veth whose peer sits in a monitor ns,
+//! where the `live_capture` example captures. The exchanges it reports must
+//! equal those the client performed.
+//!
+//! Needs root (namespaces, tc, packet sockets). Without root the tests fail
+//! with a clear message, unless `STOA_TAP_SKIP_NETNS=1` is set.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+use stoa_tap::source::live::{self, LiveConfig, LiveError};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// True if the test may go on; false to skip (env opt-out); panics otherwise.
+fn require_root() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let euid = status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .unwrap_or("");
+    if euid == "0" {
+        return true;
+    }
+    if std::env::var("STOA_TAP_SKIP_NETNS").as_deref() == Ok("1") {
+        eprintln!("skipping: not root and STOA_TAP_SKIP_NETNS=1");
+        return false;
+    }
+    panic!(
+        "the mirror tests need root (network namespaces, tc, packet capture); \
+         run them as root or set STOA_TAP_SKIP_NETNS=1 to skip"
+    );
+}
+
+/// Builds the `live_capture` example with the same profile as this test and
+/// returns its path.
+fn example_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable");
+    // target/<profile>/deps/mirror-HASH -> target/<profile>
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("profile dir")
+        .to_path_buf();
+    let release = profile_dir.file_name().is_some_and(|n| n == "release");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "-q", "-p", "stoa-tap", "--example", "live_capture"])
+        .arg("--manifest-path")
+        .arg(repo().join("Cargo.toml"))
+        .env(
+            "CARGO_TARGET_DIR",
+            profile_dir.parent().expect("target dir"),
+        );
+    if release {
+        cmd.arg("--release");
+    }
+    let status = cmd.status().expect("run cargo build");
+    assert!(status.success(), "building the live_capture example failed");
+    let bin = profile_dir.join("examples").join("live_capture");
+    assert!(bin.exists(), "{} missing", bin.display());
+    bin
+}
+
+/// The namespaces and the processes started in them; everything is torn down
+/// on drop, even when the test fails.
+struct Topology {
+    prefix: String,
+    children: Vec<Child>,
+}
+
+impl Topology {
+    fn up() -> Topology {
+        // Short, unique: namespace names are per host.
+        let prefix = format!("stm{}x", std::process::id());
+        let t = Topology {
+            prefix,
+            children: Vec::new(),
+        };
+        let out = Command::new("sh")
+            .arg(repo().join("tests/netns/mirror_topology.sh"))
+            .args(["up", &t.prefix])
+            .output()
+            .expect("run mirror_topology.sh");
+        assert!(
+            out.status.success(),
+            "topology setup failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        t
+    }
+
+    fn ns(&self, role: char) -> String {
+        format!("{}{role}", self.prefix)
+    }
+
+    /// Starts a process in a namespace with stdout piped.
+    fn spawn(&mut self, role: char, program: &Path, args: &[&str]) -> (u32, ChildStdout) {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.ns(role)])
+            .arg(program)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn in namespace");
+        let out = child.stdout.take().expect("stdout");
+        let pid = child.id();
+        self.children.push(child);
+        (pid, out)
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = Command::new("sh")
+            .arg(repo().join("tests/netns/mirror_topology.sh"))
+            .args(["down", &self.prefix])
+            .status();
+    }
+}
+
+/// Reads lines from a child in a thread, so waits can have deadlines.
+fn line_reader(out: ChildStdout) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+fn wait_line(rx: &mpsc::Receiver<String>, what: &str, pred: impl Fn(&str) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(l) if pred(&l) => return,
+            Ok(_) => {}
+            Err(_) => panic!("timed out waiting for {what}"),
+        }
+    }
+}
+
+type Triple = (String, String, Option<u16>);
+
+fn triple(v: &serde_json::Value) -> Triple {
+    (
+        v["method"].as_str().unwrap_or_default().to_owned(),
+        v["target"].as_str().unwrap_or_default().to_owned(),
+        v["status"].as_u64().map(|s| s as u16),
+    )
+}
+
+#[test]
+fn mirrored_exchanges_match_the_client() {
+    if !require_root() {
+        return;
+    }
+    let bin = example_binary();
+    let mut topo = Topology::up();
+
+    let (_, server_out) = topo.spawn(
+        'g',
+        Path::new("python3"),
+        &[
+            repo()
+                .join("tests/netns/mirror_server.py")
+                .to_str()
+                .unwrap(),
+            "5555",
+        ],
+    );
+    let server_lines = line_reader(server_out);
+    wait_line(&server_lines, "the gateway server", |l| l == "ready");
+
+    let (tap_pid, tap_out) = topo.spawn('m', &bin, &["--iface", "m1", "--port", "5555"]);
+    let tap_lines = line_reader(tap_out);
+    wait_line(&tap_lines, "the capture to start", |l| {
+        l.contains("\"type\":\"ready\"")
+    });
+
+    let client = Command::new("ip")
+        .args(["netns", "exec", &topo.ns('c')])
+        .arg("python3")
+        .arg(repo().join("tests/netns/mirror_client.py"))
+        .args(["10.77.0.2", "5555"])
+        .output()
+        .expect("run the client");
+    assert!(
+        client.status.success(),
+        "client failed: {}",
+        String::from_utf8_lossy(&client.stderr)
+    );
+    let mut performed: Vec<Triple> = String::from_utf8_lossy(&client.stdout)
+        .lines()
+        .map(|l| triple(&serde_json::from_str(l).expect("client json")))
+        .collect();
+    assert!(
+        performed.len() >= 40,
+        "client did {} requests",
+        performed.len()
+    );
+
+    // Let the last ring block be handed over (read timeout 50 ms), then stop.
+    std::thread::sleep(Duration::from_millis(500));
+    let st = Command::new("kill")
+        .args(["-TERM", &tap_pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(st.success());
+
+    let mut seen = Vec::new();
+    let mut stats = None;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while stats.is_none() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = tap_lines
+            .recv_timeout(left)
+            .expect("live_capture output ended without a stats line");
+        let v: serde_json::Value = serde_json::from_str(&line).expect("json line");
+        match v["type"].as_str() {
+            Some("exchange") => seen.push(triple(&v)),
+            Some("stats") => stats = Some(v),
+            _ => {}
+        }
+    }
+    let stats = stats.unwrap();
+    eprintln!("capture stats: {stats}");
+
+    performed.sort();
+    seen.sort();
+    assert_eq!(
+        seen, performed,
+        "exchanges seen by stoa-tap differ from the client's"
+    );
+    assert!(stats["frames"].as_u64().unwrap() > 0);
+    assert_eq!(stats["interfaces"][0]["linktype"], 1, "Ethernet on a veth");
+    assert_eq!(stats["kernel_dropped"], 0);
+    assert_eq!(stats["frames_dropped_queue"], 0);
+    assert_eq!(stats["with_gap"], 0);
+}
+
+/// A port nobody uses, so the capture stays idle.
+fn idle_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+#[test]
+fn stop_is_prompt_on_an_idle_interface() {
+    if !require_root() {
+        return;
+    }
+    let (tx, _rx) = mpsc::sync_channel(16);
+    let cfg = LiveConfig {
+        interfaces: vec!["lo".into()],
+        ports: vec![idle_port()],
+        ..LiveConfig::default()
+    };
+    let h = live::start(cfg, tx).expect("start on lo");
+    std::thread::sleep(Duration::from_millis(300));
+    let t = Instant::now();
+    let s = h.stats();
+    assert!(
+        t.elapsed() < Duration::from_millis(500),
+        "stats took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(s.len(), 1);
+    assert!(s[0].running);
+    assert_eq!(s[0].read_errors, 0, "{s:?}");
+    let t = Instant::now();
+    let fin = h.stop();
+    let took = t.elapsed();
+    assert!(took < Duration::from_secs(1), "stop took {took:?}");
+    assert!(!fin[0].running);
+
+    // Drop stops too.
+    let (tx, _rx) = mpsc::sync_channel(16);
+    let cfg = LiveConfig {
+        interfaces: vec!["lo".into()],
+        ports: vec![idle_port()],
+        ..LiveConfig::default()
+    };
+    let h = live::start(cfg, tx).expect("start on lo");
+    std::thread::sleep(Duration::from_millis(100));
+    let t = Instant::now();
+    drop(h);
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "drop took {:?}",
+        t.elapsed()
+    );
+}
+
+#[test]
+fn full_queue_drops_batches_and_counts_them() {
+    if !require_root() {
+        return;
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // Capacity 1 and never read: the first batch fills the queue.
+    let (tx, rx) = mpsc::sync_channel(1);
+    let cfg = LiveConfig {
+        interfaces: vec!["lo".into()],
+        ports: vec![port],
+        batch: 1,
+        read_timeout: Duration::from_millis(10),
+        ..LiveConfig::default()
+    };
+    let h = live::start(cfg, tx).expect("start on lo");
+    std::thread::sleep(Duration::from_millis(100));
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut buf = Vec::new();
+        let _ = s.read_to_end(&mut buf);
+        buf.len()
+    });
+    {
+        use std::io::Write;
+        let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        for _ in 0..20 {
+            c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    assert_eq!(server.join().unwrap(), 20 * 27);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut s = h.stats();
+    while s[0].frames < 20 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        s = h.stats();
+    }
+    let fin = h.stop();
+    let st = &fin[0];
+    assert!(st.frames >= 20, "{st:?}");
+    assert_eq!(st.linktype, 1, "lo is Ethernet-framed");
+    assert_eq!(st.batches, 1, "{st:?}");
+    assert!(st.frames_dropped_queue >= 19, "{st:?}");
+    assert_eq!(st.frames, st.frames_dropped_queue + 1);
+    assert!(st.kernel_received >= st.frames, "{st:?}");
+    let first = rx.try_recv().expect("one batch queued");
+    assert_eq!(first.len(), 1);
+    assert!(first[0].ts_ns > 1_600_000_000_000_000_000);
+}
+
+#[test]
+fn start_errors_are_specific() {
+    if !require_root() {
+        return;
+    }
+    let (tx, _rx) = mpsc::sync_channel(1);
+    let err = live::start(
+        LiveConfig {
+            interfaces: vec!["stoa-nope0".into()],
+            ..LiveConfig::default()
+        },
+        tx.clone(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, LiveError::InterfaceNotFound { .. }), "{err}");
+    let err = live::start(
+        LiveConfig {
+            interfaces: vec!["lo".into()],
+            filter: Some("tcp port".into()),
+            ..LiveConfig::default()
+        },
+        tx.clone(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, LiveError::BadFilter { .. }), "{err}");
+    assert!(err.to_string().contains("syntax error"), "{err}");
+    let err = live::start(LiveConfig::default(), tx).unwrap_err();
+    assert!(matches!(err, LiveError::NoInterface), "{err}");
+}

@@ -1,0 +1,459 @@
+//! End to end: the TPROXY relay in real network namespaces.
+//!
+//! client ns -- veth -- tap ns (forwarding, TPROXY rules, relay) -- veth --
+//! gateway ns (Python HTTP/1.1 server on :5555, relayed, and :5556, direct).
+//! Topology: `tests/bench/tproxy_netns.sh`; server and client:
+//! `tests/bench/tproxy_server.py`, `tests/bench/tproxy_client.py`; relay:
+//! `stoa-tap/examples/tproxy_relay.rs` (built by the first test that needs it).
+//!
+//! Needs root (namespaces, nft, IP_TRANSPARENT). Not root: the tests fail,
+//! unless `STOA_TAP_SKIP_NETNS=1` is set, which skips them.
+
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+use stoa_tap::source::tproxy::rules::{self, RuleSpec};
+
+const CLIENT_V4: &str = "10.77.1.2";
+const CLIENT_V6: &str = "fd00:77:1::2";
+const RELAY_V4: &str = "10.77.2.1";
+const GATEWAY_V4: &str = "10.77.2.2";
+const GATEWAY_V6: &str = "fd00:77:2::2";
+
+fn bench_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/bench")
+}
+
+/// True when the test may run; panics with a clear message when it cannot.
+fn netns_allowed() -> bool {
+    let uid = Command::new("id").arg("-u").output().expect("run id -u");
+    let root = String::from_utf8_lossy(&uid.stdout).trim() == "0";
+    if !root {
+        if std::env::var("STOA_TAP_SKIP_NETNS").as_deref() == Ok("1") {
+            eprintln!("tproxy e2e skipped: not root and STOA_TAP_SKIP_NETNS=1");
+            return false;
+        }
+        panic!(
+            "tests/tproxy.rs needs root (network namespaces, nft TPROXY, IP_TRANSPARENT); \
+             run it as root, or set STOA_TAP_SKIP_NETNS=1 to skip it"
+        );
+    }
+    for tool in ["ip", "nft", "python3"] {
+        let ok = Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        assert!(
+            ok,
+            "tests/tproxy.rs needs `{tool}` (Debian: iproute2, nftables, iptables, python3)"
+        );
+    }
+    true
+}
+
+/// Path of the relay example, built once with the same profile as this test.
+fn relay_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let exe = std::env::current_exe().expect("current_exe");
+        // target/<profile>/deps/tproxy-<hash>
+        let profile_dir = exe.parent().and_then(Path::parent).expect("profile dir");
+        let release = profile_dir.file_name().is_some_and(|n| n == "release");
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.args(["build", "-q", "-p", "stoa-tap", "--example", "tproxy_relay"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        if release {
+            cmd.arg("--release");
+        }
+        let st = cmd
+            .status()
+            .expect("run cargo build --example tproxy_relay");
+        assert!(st.success(), "building the tproxy_relay example failed");
+        let bin = profile_dir.join("examples/tproxy_relay");
+        assert!(bin.exists(), "{} missing after build", bin.display());
+        bin
+    })
+}
+
+fn check(out: Output, what: &str) -> Output {
+    assert!(
+        out.status.success(),
+        "{what} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    out
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    Nft,
+    Iptables,
+}
+
+/// The namespaces and the processes in them; everything is removed on drop,
+/// whatever happened.
+struct Topo {
+    prefix: String,
+    dir: PathBuf,
+    server: Option<Child>,
+    relay: Option<(Child, ChildStdin, BufReader<ChildStdout>)>,
+}
+
+impl Topo {
+    fn up() -> Topo {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let prefix = format!(
+            "stp{}x{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        let dir = std::env::temp_dir().join(format!("stoa-tap-{prefix}"));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let topo = Topo {
+            prefix,
+            dir,
+            server: None,
+            relay: None,
+        };
+        check(
+            Command::new("bash")
+                .arg(bench_dir().join("tproxy_netns.sh"))
+                .args(["up", &topo.prefix])
+                .output()
+                .expect("run tproxy_netns.sh"),
+            "namespace set-up",
+        );
+        topo
+    }
+
+    fn ns(&self, which: char) -> String {
+        format!("{}{which}", self.prefix)
+    }
+
+    fn in_ns(&self, which: char, argv: &[&str]) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.ns(which)]).args(argv);
+        c
+    }
+
+    fn run_in(&self, which: char, argv: &[&str], stdin: Option<&str>) -> Output {
+        let mut c = self.in_ns(which, argv);
+        c.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().expect("spawn ip netns exec");
+        let mut w = child.stdin.take().unwrap();
+        if let Some(s) = stdin {
+            w.write_all(s.as_bytes()).unwrap();
+        }
+        drop(w);
+        child.wait_with_output().unwrap()
+    }
+
+    /// The rules as generated by `stoa-tap tproxy-rules` (same functions).
+    fn install_rules(&self, backend: Backend) {
+        let spec = RuleSpec {
+            iface: Some("t0".into()),
+            ipv6: true,
+            ..RuleSpec::default()
+        };
+        spec.validate().unwrap();
+        match backend {
+            Backend::Nft => {
+                let out = self.run_in('t', &["nft", "-f", "-"], Some(&rules::nft_install(&spec)));
+                check(out, "nft -f (generated rules)");
+            }
+            Backend::Iptables => {
+                for c in rules::iptables_install(&spec) {
+                    let argv: Vec<&str> = c.iter().map(String::as_str).collect();
+                    check(self.run_in('t', &argv, None), &rules::shell_line(&c));
+                }
+            }
+        }
+        for c in rules::routes_install(&spec) {
+            let argv: Vec<&str> = c.iter().map(String::as_str).collect();
+            check(self.run_in('t', &argv, None), &rules::shell_line(&c));
+        }
+    }
+
+    fn start_server(&mut self) {
+        let log = self.dir.join("server.log");
+        let script = bench_dir().join("tproxy_server.py");
+        let mut child = self
+            .in_ns(
+                'g',
+                &[
+                    "python3",
+                    script.to_str().unwrap(),
+                    log.to_str().unwrap(),
+                    "5555",
+                    "5556",
+                ],
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the gateway server");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready", "gateway server did not start");
+        self.server = Some(child);
+    }
+
+    fn start_relay(&mut self, extra: &[&str]) {
+        let bin = relay_bin();
+        let mut argv = vec![bin.to_str().unwrap()];
+        argv.extend_from_slice(extra);
+        let mut child = self
+            .in_ns('t', &argv)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the relay");
+        let stdin = child.stdin.take().unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        let v: Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("relay did not start ({e}): {line:?}"));
+        assert_eq!(v["event"], "ready");
+        self.relay = Some((child, stdin, out));
+    }
+
+    /// Stops the relay (closes its stdin); returns (exchanges, stats).
+    fn stop_relay(&mut self) -> (Vec<Value>, Value) {
+        let (mut child, stdin, out) = self.relay.take().expect("relay running");
+        drop(stdin);
+        let mut exchanges = Vec::new();
+        let mut stats = Value::Null;
+        for line in out.lines() {
+            let line = line.unwrap();
+            let v: Value = serde_json::from_str(&line).unwrap();
+            match v["event"].as_str() {
+                Some("exchange") => exchanges.push(v),
+                Some("stats") => stats = v,
+                _ => {}
+            }
+        }
+        assert!(
+            child.wait().unwrap().success(),
+            "relay exited with an error"
+        );
+        (exchanges, stats)
+    }
+
+    /// Runs the client scenario; returns its per-response records.
+    fn client(&self, host: &str, port: u16) -> Vec<Value> {
+        let script = bench_dir().join("tproxy_client.py");
+        let out = self
+            .in_ns(
+                'c',
+                &[
+                    "timeout",
+                    "60",
+                    "python3",
+                    script.to_str().unwrap(),
+                    host,
+                    &port.to_string(),
+                ],
+            )
+            .output()
+            .unwrap();
+        let out = check(out, &format!("client against {host}:{port}"));
+        let v: Value = serde_json::from_slice(&out.stdout).expect("client output");
+        v["results"].as_array().unwrap().clone()
+    }
+
+    /// Server log lines: (port, peer, method, target).
+    fn server_log(&self) -> Vec<(u16, String, String, String)> {
+        let s = std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default();
+        s.lines()
+            .map(|l| {
+                let f: Vec<&str> = l.splitn(4, ' ').collect();
+                (
+                    f[0].parse().unwrap(),
+                    f[1].to_string(),
+                    f[2].to_string(),
+                    f[3].to_string(),
+                )
+            })
+            .collect()
+    }
+}
+
+impl Drop for Topo {
+    fn drop(&mut self) {
+        if let Some((mut c, stdin, _)) = self.relay.take() {
+            drop(stdin);
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if let Some(mut c) = self.server.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        // Kills every process left in the namespaces, then deletes them.
+        let _ = Command::new("bash")
+            .arg(bench_dir().join("tproxy_netns.sh"))
+            .args(["down", &self.prefix])
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// (method, target, status) multiset of client records or tap exchanges.
+fn exchanges_of(v: &[Value]) -> BTreeMap<(String, String, u64), usize> {
+    let mut m = BTreeMap::new();
+    for x in v {
+        let k = (
+            x["method"].as_str().unwrap().to_string(),
+            x["target"].as_str().unwrap().to_string(),
+            x["status"].as_u64().unwrap_or(0),
+        );
+        *m.entry(k).or_insert(0) += 1;
+    }
+    m
+}
+
+fn sha_list(v: &[Value]) -> Vec<(String, String, u64)> {
+    v.iter()
+        .map(|x| {
+            (
+                x["target"].as_str().unwrap().to_string(),
+                x["sha256"].as_str().unwrap().to_string(),
+                x["len"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn stat(stats: &Value, key: &str) -> u64 {
+    stats["relay"][key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no relay stat {key} in {stats}"))
+}
+
+/// Relayed responses are byte-identical to direct ones (IPv4 and IPv6, keep
+/// alive, pipelining, 1-3 MB bodies, a 1 MB upload, half-close), the gateway
+/// sees the client's address (spoof on) and the tap saw every exchange.
+fn transparent_and_observed(backend: Backend) {
+    if !netns_allowed() {
+        return;
+    }
+    let mut t = Topo::up();
+    t.install_rules(backend);
+    t.start_server();
+    t.start_relay(&["--spoof"]);
+
+    let mut relayed_all = Vec::new();
+    for (gw, client_ip) in [(GATEWAY_V4, CLIENT_V4), (GATEWAY_V6, CLIENT_V6)] {
+        let relayed = t.client(gw, 5555);
+        let direct = t.client(gw, 5556);
+        assert_eq!(
+            sha_list(&relayed),
+            sha_list(&direct),
+            "relayed responses differ from direct ones ({gw})"
+        );
+        assert!(relayed
+            .iter()
+            .any(|r| r["len"].as_u64().unwrap() >= 1_000_000));
+        assert!(relayed.iter().all(|r| r["status"] == 200));
+        // Spoofing: the gateway saw the client, not the relay.
+        let peers: Vec<String> = t
+            .server_log()
+            .into_iter()
+            .filter(|(port, _, _, _)| *port == 5555)
+            .map(|(_, peer, _, _)| peer)
+            .collect();
+        assert!(peers.iter().any(|p| p == client_ip), "{peers:?}");
+        assert!(
+            peers.iter().all(|p| p == CLIENT_V4 || p == CLIENT_V6),
+            "the gateway saw other peers than the client: {peers:?}"
+        );
+        relayed_all.extend(relayed);
+    }
+
+    let (tapped, stats) = t.stop_relay();
+    assert_eq!(
+        exchanges_of(&tapped),
+        exchanges_of(&relayed_all),
+        "the tap's exchanges differ from the client's"
+    );
+    for x in &tapped {
+        let c = x["client"].as_str().unwrap();
+        assert!(
+            c.starts_with(CLIENT_V4) || c.starts_with(&format!("[{CLIENT_V6}]")),
+            "{c}"
+        );
+        assert!(x["server"].as_str().unwrap().ends_with(":5555"));
+    }
+    assert_eq!(stat(&stats, "connections_accepted"), 6, "{stats}");
+    assert_eq!(stat(&stats, "connections_active"), 0);
+    assert_eq!(stat(&stats, "upstream_connect_errors"), 0);
+    assert_eq!(stat(&stats, "tap_events_dropped"), 0);
+    assert_eq!(stat(&stats, "untapped_connections"), 0);
+    assert!(stat(&stats, "bytes_client_to_server") >= 2_000_000);
+    assert!(stat(&stats, "bytes_server_to_client") >= 2 * 4_300_000);
+    assert_eq!(stats["unknown_conn_events"], 0);
+    assert_eq!(stats["http"]["gaps"], 0);
+}
+
+#[test]
+fn relay_is_byte_identical_spoofs_the_client_and_is_observed_nft() {
+    transparent_and_observed(Backend::Nft);
+}
+
+#[test]
+fn relay_is_byte_identical_spoofs_the_client_and_is_observed_iptables() {
+    transparent_and_observed(Backend::Iptables);
+}
+
+/// A tap queue of 4 events that is never drained: traffic still passes
+/// byte-identical and the misses are counted. Without spoofing, the gateway
+/// sees the relay's address.
+#[test]
+fn stalled_analyzer_never_hurts_the_traffic() {
+    if !netns_allowed() {
+        return;
+    }
+    let mut t = Topo::up();
+    t.install_rules(Backend::Nft);
+    t.start_server();
+    t.start_relay(&["--stall", "--tap-capacity", "4"]);
+    for gw in [GATEWAY_V4, GATEWAY_V6] {
+        let relayed = t.client(gw, 5555);
+        let direct = t.client(gw, 5556);
+        assert_eq!(sha_list(&relayed), sha_list(&direct), "{gw}");
+    }
+    let relayed_peers: Vec<String> = t
+        .server_log()
+        .into_iter()
+        .filter(|(port, _, _, _)| *port == 5555)
+        .map(|(_, peer, _, _)| peer)
+        .collect();
+    assert!(
+        relayed_peers.iter().any(|p| p == RELAY_V4),
+        "{relayed_peers:?}"
+    );
+    assert!(
+        !relayed_peers.iter().any(|p| p == CLIENT_V4),
+        "spoofing is off, the gateway must see the relay: {relayed_peers:?}"
+    );
+    let (_, stats) = t.stop_relay();
+    assert_eq!(stat(&stats, "connections_accepted"), 6, "{stats}");
+    assert!(stat(&stats, "tap_events_dropped") > 0, "{stats}");
+    assert!(stat(&stats, "tap_bytes_dropped") > 0, "{stats}");
+    // Only the first connection's Open fit in the queue: the others were
+    // relayed untapped.
+    assert!(stat(&stats, "untapped_connections") >= 5, "{stats}");
+    assert!(stat(&stats, "tap_events_sent") <= 4, "{stats}");
+}
