@@ -260,6 +260,13 @@ fn mirrored_exchanges_match_the_client() {
     assert_eq!(stats["kernel_dropped"], 0);
     assert_eq!(stats["frames_dropped_queue"], 0);
     assert_eq!(stats["with_gap"], 0);
+    // Nanosecond stamps: with microsecond precision both would end in 000.
+    let first = stats["engine"]["capture"]["first_ts_ns"].as_u64().unwrap();
+    let last = stats["engine"]["capture"]["last_ts_ns"].as_u64().unwrap();
+    assert!(
+        first % 1000 != 0 || last % 1000 != 0,
+        "timestamps look like microseconds: {first} {last}"
+    );
 }
 
 /// A port nobody uses, so the capture stays idle.
@@ -395,4 +402,124 @@ fn start_errors_are_specific() {
     assert!(err.to_string().contains("syntax error"), "{err}");
     let err = live::start(LiveConfig::default(), tx).unwrap_err();
     assert!(matches!(err, LiveError::NoInterface), "{err}");
+}
+
+#[test]
+fn several_interfaces_at_once_with_their_own_linktypes() {
+    if !require_root() {
+        return;
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = mpsc::sync_channel(1024);
+    let cfg = LiveConfig {
+        interfaces: vec!["lo".into(), "any".into()],
+        ports: vec![port],
+        read_timeout: Duration::from_millis(10),
+        ..LiveConfig::default()
+    };
+    let h = live::start(cfg, tx).expect("start on lo and any");
+    assert_eq!(h.interfaces(), ["lo", "any"]);
+    std::thread::sleep(Duration::from_millis(100));
+    let server = std::thread::spawn(move || {
+        use std::io::Write;
+        let (mut s, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 1024];
+        let n = s.read(&mut buf).unwrap();
+        s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            .unwrap();
+        n
+    });
+    {
+        use std::io::Write;
+        let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        c.write_all(b"GET /multi HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut buf = Vec::new();
+        let _ = c.read_to_end(&mut buf);
+    }
+    assert!(server.join().unwrap() > 0);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut s = h.stats();
+    while s.iter().any(|i| i.frames < 6) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        s = h.stats();
+    }
+    let fin = h.stop();
+    assert_eq!(fin[0].linktype, 1, "{fin:?}");
+    assert_eq!(
+        fin[1].linktype, 113,
+        "`any` gives Linux cooked frames: {fin:?}"
+    );
+    assert!(
+        fin.iter().all(|i| i.frames >= 6 && i.read_errors == 0),
+        "{fin:?}"
+    );
+
+    // Each interface's frames carry its link type and decode to the same exchange.
+    let engine = || {
+        let mut cfg = stoa_tap::pipeline::EngineConfig::default();
+        cfg.tcp.ports = stoa_tap::tcp::ServerPorts::List(vec![port]);
+        stoa_tap::pipeline::Engine::new(cfg)
+    };
+    let mut engines = [engine(), engine()];
+    while let Ok(batch) = rx.try_recv() {
+        for f in batch {
+            let e = match f.linktype {
+                1 => &mut engines[0],
+                113 => &mut engines[1],
+                other => panic!("unexpected linktype {other}"),
+            };
+            e.packet(&stoa_tap::source::pcap_file::Packet {
+                ts_ns: f.ts_ns,
+                linktype: f.linktype,
+                data: &f.data,
+                orig_len: f.orig_len,
+            });
+        }
+    }
+    for e in &mut engines {
+        e.finish();
+        let ex: Vec<Triple> = e
+            .take_exchanges()
+            .map(|x| {
+                (
+                    x.request.method.clone(),
+                    x.request.target.clone(),
+                    x.response.as_ref().map(|r| r.status),
+                )
+            })
+            .collect();
+        assert_eq!(ex, [("GET".to_owned(), "/multi".to_owned(), Some(200))]);
+    }
+}
+
+#[test]
+fn permission_error_names_the_capabilities() {
+    if !require_root() {
+        return;
+    }
+    let bin = example_binary();
+    // Copy to a path any user can execute, then run it without privileges.
+    let tmp = std::env::temp_dir().join(format!("stoa-live-capture-{}", std::process::id()));
+    std::fs::copy(&bin, &tmp).unwrap();
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(&tmp)
+        .args(["--iface", "lo", "--seconds", "1"])
+        .output();
+    let _ = std::fs::remove_file(&tmp);
+    let out = out.expect("run setpriv");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("permission denied"), "{err}");
+    assert!(
+        err.contains("CAP_NET_RAW") && err.contains("CAP_NET_ADMIN"),
+        "{err}"
+    );
 }

@@ -157,8 +157,8 @@ impl Default for RunConfig {
             hints_file: None,
             redact_fields: Vec::new(),
             tenant: "default".into(),
-            worker_queue: 256,
-            exchange_queue: 256,
+            worker_queue: 32,
+            exchange_queue: 64,
         }
     }
 }

@@ -174,6 +174,8 @@ pub struct InterfaceStats {
     pub read_errors: u64,
     /// Last read error, if any.
     pub last_error: Option<String>,
+    /// Times the capture was reopened after its interface disappeared.
+    pub reopens: u64,
     /// False once the capture thread has ended.
     pub running: bool,
 }
@@ -203,6 +205,10 @@ struct Shared {
     /// Incremented by the handle before every `pcap_breakloop`, so the thread
     /// can tell an interruption from a read error.
     breaks: AtomicU64,
+    /// Breakloop handle of the capture currently open (replaced on reopen).
+    breaker: Mutex<Option<BreakLoop>>,
+    /// Times the capture was reopened after its interface disappeared.
+    reopens: AtomicU64,
 }
 
 /// Extends libpcap's wrapping 32-bit counters to 64 bits.
@@ -223,15 +229,18 @@ impl Wide {
 struct Worker {
     interface: String,
     shared: Arc<Shared>,
-    breaker: BreakLoop,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Worker {
     /// Makes the capture thread's blocking read return.
     fn interrupt(&self) {
-        self.shared.breaks.fetch_add(1, Ordering::AcqRel);
-        self.breaker.breakloop();
+        self.shared.breaks.fetch_add(1, Ordering::SeqCst);
+        if let Ok(b) = self.shared.breaker.lock() {
+            if let Some(b) = b.as_ref() {
+                b.breakloop();
+            }
+        }
     }
 }
 
@@ -281,25 +290,26 @@ pub fn start(cfg: LiveConfig, tx: SyncSender<Vec<OwnedFrame>>) -> Result<LiveHan
         let shared = Arc::new(Shared::default());
         let linktype = cap.get_datalink().0 as u32;
         shared.linktype.store(linktype, Ordering::Relaxed);
-        let breaker = cap.breakloop_handle();
-        let thread_shared = Arc::clone(&shared);
-        let thread_tx = tx.clone();
-        let batch = cfg.batch.max(1);
-        let stats_interval = cfg.stats_interval;
-        let name = iface.clone();
+        if let Ok(mut b) = shared.breaker.lock() {
+            *b = Some(cap.breakloop_handle());
+        }
+        let reader = Reader {
+            iface: iface.clone(),
+            linktype,
+            shared: Arc::clone(&shared),
+            tx: tx.clone(),
+            batch: Vec::new(),
+            batch_size: cfg.batch.max(1),
+            connected: true,
+        };
+        let timing = Timing {
+            stats_interval: cfg.stats_interval,
+            drain: cfg.read_timeout + Duration::from_millis(50),
+        };
+        let reopen = (cfg.clone(), filter.clone());
         let thread = std::thread::Builder::new()
             .name(format!("cap-{iface}"))
-            .spawn(move || {
-                capture_loop(
-                    &name,
-                    cap,
-                    linktype,
-                    &thread_shared,
-                    &thread_tx,
-                    batch,
-                    stats_interval,
-                )
-            })
+            .spawn(move || capture_loop(cap, reader, timing, reopen))
             .map_err(|source| LiveError::Thread {
                 interface: iface.clone(),
                 source,
@@ -310,7 +320,6 @@ pub fn start(cfg: LiveConfig, tx: SyncSender<Vec<OwnedFrame>>) -> Result<LiveHan
         handle.workers.push(Worker {
             interface: iface,
             shared,
-            breaker,
             thread: Some(thread),
         });
     }
@@ -367,131 +376,258 @@ fn open(cfg: &LiveConfig, iface: &str, filter: &str) -> Result<Capture<Active>, 
     Ok(cap)
 }
 
-/// Sends a batch without waiting; counts it if the queue is full. Returns
-/// false if the receiver is gone.
-fn send_batch(
-    tx: &SyncSender<Vec<OwnedFrame>>,
-    batch: &mut Vec<OwnedFrame>,
-    cap_hint: usize,
-    shared: &Shared,
-) -> bool {
-    if batch.is_empty() {
-        return true;
-    }
-    let full = std::mem::replace(batch, Vec::with_capacity(cap_hint));
-    let n = full.len() as u64;
-    match tx.try_send(full) {
-        Ok(()) => {
-            shared.batches.fetch_add(1, Ordering::Relaxed);
-            true
-        }
-        Err(TrySendError::Full(_)) => {
-            shared.batches_dropped.fetch_add(1, Ordering::Relaxed);
-            shared.frames_dropped_queue.fetch_add(n, Ordering::Relaxed);
-            true
-        }
-        Err(TrySendError::Disconnected(_)) => false,
-    }
+/// What a capture thread needs besides the capture itself.
+struct Reader {
+    iface: String,
+    linktype: u32,
+    shared: Arc<Shared>,
+    tx: SyncSender<Vec<OwnedFrame>>,
+    batch: Vec<OwnedFrame>,
+    batch_size: usize,
+    /// False once the pipeline's receiver is gone.
+    connected: bool,
 }
 
-/// The body of a capture thread.
-fn capture_loop(
-    iface: &str,
-    mut cap: Capture<Active>,
-    linktype: u32,
-    shared: &Shared,
-    tx: &SyncSender<Vec<OwnedFrame>>,
-    batch_size: usize,
+/// Time settings of a capture thread.
+#[derive(Debug, Clone, Copy)]
+struct Timing {
+    /// Refresh the kernel counters at least this often while frames flow.
     stats_interval: Duration,
-) {
-    let mut batch: Vec<OwnedFrame> = Vec::with_capacity(batch_size);
-    let mut received = Wide::default();
-    let mut dropped = Wide::default();
-    let mut if_dropped = Wide::default();
-    let mut last_stats = Instant::now();
-    let mut connected = true;
-    let mut consecutive_errors = 0u32;
-    let mut breaks_handled = 0u64;
+    /// On stop, keep reading this long so the kernel retires (and we hand
+    /// over) the partly filled ring block.
+    drain: Duration,
+}
 
-    let mut publish = |cap: &mut Capture<Active>| match cap.stats() {
-        Ok(s) => {
-            shared
-                .kernel_received
-                .store(received.update(s.received), Ordering::Relaxed);
-            shared
-                .kernel_dropped
-                .store(dropped.update(s.dropped), Ordering::Relaxed);
-            shared
-                .if_dropped
-                .store(if_dropped.update(s.if_dropped), Ordering::Relaxed);
+impl Reader {
+    /// Sends the current batch without waiting; counts it if the queue is full.
+    fn flush(&mut self) {
+        if self.batch.is_empty() || !self.connected {
+            return;
         }
-        Err(e) => tracing::warn!(interface = %iface, error = %e, "pcap_stats failed"),
-    };
+        let full = std::mem::replace(&mut self.batch, Vec::with_capacity(self.batch_size));
+        let n = full.len() as u64;
+        match self.tx.try_send(full) {
+            Ok(()) => {
+                self.shared.batches.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(TrySendError::Full(_)) => {
+                self.shared.batches_dropped.fetch_add(1, Ordering::Relaxed);
+                self.shared
+                    .frames_dropped_queue
+                    .fetch_add(n, Ordering::Relaxed);
+            }
+            Err(TrySendError::Disconnected(_)) => self.connected = false,
+        }
+    }
 
-    while connected && !shared.stop.load(Ordering::Acquire) {
+    /// One `pcap_dispatch`: everything the ring holds, then the partial batch
+    /// is handed over too.
+    fn read(&mut self, cap: &mut Capture<Active>) -> Result<usize, pcap::Error> {
         let mut frames = 0u64;
         let mut bytes = 0u64;
         let result = cap.dispatch(None, |pkt| {
             let h = pkt.header;
+            // Nanosecond precision: the "microseconds" field holds nanoseconds.
             let ts_ns = (h.ts.tv_sec as u64)
                 .wrapping_mul(1_000_000_000)
                 .wrapping_add(h.ts.tv_usec as u64);
             frames += 1;
             bytes += pkt.data.len() as u64;
-            batch.push(OwnedFrame {
+            self.batch.push(OwnedFrame {
                 ts_ns,
-                linktype,
+                linktype: self.linktype,
                 orig_len: h.len,
                 data: pkt.data.to_vec(),
             });
-            if batch.len() >= batch_size && connected {
-                connected = send_batch(tx, &mut batch, batch_size, shared);
+            if self.batch.len() >= self.batch_size {
+                self.flush();
             }
         });
-        // The ring is drained (or the loop was broken): hand over the rest.
-        if connected {
-            connected = send_batch(tx, &mut batch, batch_size, shared);
-        }
-        shared.frames.fetch_add(frames, Ordering::Relaxed);
-        shared.bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.flush();
+        self.shared.frames.fetch_add(frames, Ordering::Relaxed);
+        self.shared.bytes.fetch_add(bytes, Ordering::Relaxed);
+        result
+    }
+}
 
+/// libpcap's counters, widened to 64 bits and published to the handle.
+#[derive(Debug, Default)]
+struct KernelCounters {
+    received: Wide,
+    dropped: Wide,
+    if_dropped: Wide,
+}
+
+impl KernelCounters {
+    /// Counters for a new capture handle that continue these totals.
+    fn carried_over(&self) -> KernelCounters {
+        let keep = |w: &Wide| Wide {
+            last: 0,
+            total: w.total,
+        };
+        KernelCounters {
+            received: keep(&self.received),
+            dropped: keep(&self.dropped),
+            if_dropped: keep(&self.if_dropped),
+        }
+    }
+
+    fn publish(&mut self, cap: &mut Capture<Active>, shared: &Shared, iface: &str) {
+        match cap.stats() {
+            Ok(s) => {
+                shared
+                    .kernel_received
+                    .store(self.received.update(s.received), Ordering::Relaxed);
+                shared
+                    .kernel_dropped
+                    .store(self.dropped.update(s.dropped), Ordering::Relaxed);
+                shared
+                    .if_dropped
+                    .store(self.if_dropped.update(s.if_dropped), Ordering::Relaxed);
+            }
+            Err(e) => tracing::warn!(interface = %iface, error = %e, "pcap_stats failed"),
+        }
+    }
+}
+
+/// True for read errors after which the capture handle is dead for good
+/// (the interface was deleted; a recreated one is a new interface).
+fn is_gone(msg: &str) -> bool {
+    let m = msg.to_ascii_lowercase();
+    m.contains("disappeared") || m.contains("no such device")
+}
+
+/// Least and most time between two attempts to reopen a vanished interface.
+const REOPEN_MIN: Duration = Duration::from_millis(100);
+const REOPEN_MAX: Duration = Duration::from_secs(2);
+
+/// Reopens a capture whose interface disappeared, until it works or the
+/// handle asks to stop. Returns None when stopped.
+fn reopen(cfg: &LiveConfig, filter: &str, r: &mut Reader) -> Option<Capture<Active>> {
+    let shared = Arc::clone(&r.shared);
+    let mut wait = REOPEN_MIN;
+    let mut logged = false;
+    loop {
+        // Sleep in small steps so a stop is noticed at once.
+        let until = Instant::now() + wait;
+        while Instant::now() < until {
+            if shared.stop.load(Ordering::SeqCst) {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        match open(cfg, &r.iface, filter) {
+            Ok(mut cap) => {
+                r.linktype = cap.get_datalink().0 as u32;
+                shared.linktype.store(r.linktype, Ordering::Relaxed);
+                if let Ok(mut b) = shared.breaker.lock() {
+                    *b = Some(cap.breakloop_handle());
+                }
+                shared.reopens.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(interface = %r.iface, linktype = r.linktype, "capture reopened");
+                return Some(cap);
+            }
+            Err(e) => {
+                if !logged {
+                    tracing::warn!(interface = %r.iface, error = %e,
+                        "interface gone; retrying until it is back");
+                    logged = true;
+                } else {
+                    tracing::debug!(interface = %r.iface, error = %e, "reopen failed");
+                }
+                wait = (wait * 2).min(REOPEN_MAX);
+            }
+        }
+    }
+}
+
+/// The body of a capture thread.
+fn capture_loop(
+    mut cap: Capture<Active>,
+    mut r: Reader,
+    timing: Timing,
+    (cfg, filter): (LiveConfig, String),
+) {
+    let shared = Arc::clone(&r.shared);
+    let iface = r.iface.clone();
+    let mut kernel = KernelCounters::default();
+    let mut last_stats = Instant::now();
+    let mut consecutive_errors = 0u32;
+    let mut breaks_handled = 0u64;
+    let mut last_msg = String::new();
+
+    while r.connected && !shared.stop.load(Ordering::SeqCst) {
+        let result = r.read(&mut cap);
         let requested = shared.stats_requested.load(Ordering::Acquire);
         let asked = requested != shared.stats_published.load(Ordering::Relaxed);
         match result {
             Ok(_) => consecutive_errors = 0,
             Err(e) => {
                 // pcap_breakloop makes dispatch fail; that is expected when
-                // the handle asked for something.
+                // the handle interrupted the read.
                 let breaks = shared.breaks.load(Ordering::Acquire);
                 let interrupted = breaks != breaks_handled;
                 breaks_handled = breaks;
-                if !interrupted && !shared.stop.load(Ordering::Acquire) {
+                if !interrupted && !shared.stop.load(Ordering::SeqCst) {
                     consecutive_errors += 1;
                     shared.read_errors.fetch_add(1, Ordering::Relaxed);
                     let msg = e.to_string();
-                    if !msg.is_empty() {
+                    if msg != last_msg {
                         tracing::warn!(interface = %iface, error = %msg, "capture read failed");
-                        if let Ok(mut g) = shared.last_error.lock() {
-                            *g = Some(msg);
-                        }
                     }
-                    if consecutive_errors > 1 {
-                        // Interface down or gone: retry gently until stopped.
+                    if let Ok(mut g) = shared.last_error.lock() {
+                        *g = Some(msg.clone());
+                    }
+                    if is_gone(&msg) {
+                        // The handle is dead: fold its counters into the
+                        // totals and open the interface again when it is back.
+                        kernel.publish(&mut cap, &shared, &iface);
+                        kernel = kernel.carried_over();
+                        match reopen(&cfg, &filter, &mut r) {
+                            Some(c) => {
+                                cap = c;
+                                consecutive_errors = 0;
+                                // A stop may have raced with the swap of the
+                                // breakloop handle: the loop condition sees it.
+                            }
+                            None => break,
+                        }
+                    } else if consecutive_errors > 1 {
+                        // Interface down: retry gently until stopped.
                         std::thread::sleep(Duration::from_millis(100));
                     }
+                    last_msg = msg;
                 }
             }
         }
-        if asked || last_stats.elapsed() >= stats_interval {
-            publish(&mut cap);
+        if asked || last_stats.elapsed() >= timing.stats_interval {
+            kernel.publish(&mut cap, &shared, &iface);
             last_stats = Instant::now();
             shared.stats_published.store(requested, Ordering::Release);
         }
     }
-    if !connected {
+    if r.connected {
+        // Stopped: frames already in the ring (and in the block the kernel
+        // retires within the read timeout) are still handed over.
+        match cap.setnonblock() {
+            Ok(c) => {
+                cap = c;
+                let end = Instant::now() + timing.drain;
+                while r.connected && Instant::now() < end {
+                    if let Ok(0) | Err(_) = r.read(&mut cap) {
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                }
+                kernel.publish(&mut cap, &shared, &iface);
+            }
+            Err(e) => {
+                tracing::warn!(interface = %iface, error = %e, "cannot drain the capture ring")
+            }
+        }
+    } else {
         tracing::info!(interface = %iface, "pipeline gone, capture thread ends");
+        kernel.publish(&mut cap, &shared, &iface);
     }
-    publish(&mut cap);
     shared.stats_published.store(
         shared.stats_requested.load(Ordering::Acquire),
         Ordering::Release,
@@ -544,19 +680,23 @@ impl LiveHandle {
 
     fn shutdown(&mut self) {
         for w in &self.workers {
-            w.shared.stop.store(true, Ordering::Release);
+            w.shared.stop.store(true, Ordering::SeqCst);
             w.interrupt();
         }
         for w in &mut self.workers {
             let Some(thread) = w.thread.take() else {
                 continue;
             };
-            let deadline = Instant::now() + STOP_WAIT;
-            // breakloop is sticky, but repeat it in case the thread was
-            // between reads when the first one landed.
-            while !thread.is_finished() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(5));
-                w.interrupt();
+            let started = Instant::now();
+            let mut reissued = false;
+            // One breakloop is enough (it is sticky); re-issue it once as a
+            // safety net if the thread is still blocked after a while.
+            while !thread.is_finished() && started.elapsed() < STOP_WAIT {
+                std::thread::sleep(Duration::from_millis(2));
+                if !reissued && started.elapsed() > Duration::from_millis(500) {
+                    reissued = true;
+                    w.interrupt();
+                }
             }
             if thread.is_finished() {
                 if thread.join().is_err() {
@@ -590,6 +730,7 @@ fn snapshot(w: &Worker) -> InterfaceStats {
         if_dropped: s.if_dropped.load(Ordering::Relaxed),
         read_errors: s.read_errors.load(Ordering::Relaxed),
         last_error: s.last_error.lock().ok().and_then(|g| g.clone()),
+        reopens: s.reopens.load(Ordering::Relaxed),
         running: !s.finished.load(Ordering::Acquire),
     }
 }

@@ -165,9 +165,9 @@ impl<H> Flow<H> {
 /// How long a closed connection's late segments are recognised (Linux TIME_WAIT).
 const CLOSED_LINGER_NS: u64 = 60 * 1_000_000_000;
 
-/// Approximate fixed cost of one table entry, for the memory cap.
+/// Cost of one table slot, for the memory cap (the entry plus its control byte).
 fn flow_overhead<H>() -> usize {
-    std::mem::size_of::<Flow<H>>() + std::mem::size_of::<FlowKey>() + 16
+    std::mem::size_of::<(FlowKey, Flow<H>)>() + 1
 }
 
 /// The table of live connections.
@@ -240,9 +240,10 @@ impl<H: StreamHandler> FlowTable<H> {
 
     /// Memory accounted against the cap right now.
     pub fn memory_bytes(&self) -> usize {
+        // Tables are charged for their capacity: they do not shrink.
         self.variable_bytes
-            + self.flows.len() * flow_overhead::<H>()
-            + self.closed.len() * (std::mem::size_of::<(FlowKey, u64)>() + 8)
+            + self.flows.capacity() * flow_overhead::<H>()
+            + self.closed.capacity() * (std::mem::size_of::<(FlowKey, u64)>() + 1)
     }
 
     /// Replaces the server ports (takes effect for new connections).

@@ -16,6 +16,9 @@ const MAX_AHEAD: i64 = 64 << 20;
 /// An acknowledgment further ahead than this is not trusted to declare a hole.
 const MAX_ACK_AHEAD: i64 = 16 << 20;
 
+/// Bookkeeping charged per buffered segment against the memory caps.
+const SEGMENT_COST: usize = 256;
+
 #[derive(Debug)]
 struct Buffered {
     data: Vec<u8>,
@@ -64,9 +67,10 @@ impl HalfStream {
         self.offset
     }
 
-    /// Bytes held out of order.
+    /// Memory held by out-of-order data: the bytes plus the bookkeeping of
+    /// each buffered segment (map node share, vector header, allocator rounding).
     pub fn buffered_bytes(&self) -> usize {
-        self.ooo_bytes
+        self.ooo_bytes + self.ooo.len() * SEGMENT_COST
     }
 
     /// True once the direction ended (FIN delivered or RST).

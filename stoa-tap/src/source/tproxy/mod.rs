@@ -208,7 +208,7 @@ impl RelayHandle {
     }
 
     /// Stops accepting, lets live connections finish for up to
-    /// `shutdown_timeout`, resets the rest, and returns when the relay's
+    /// `shutdown_timeout`, closes the rest, and returns when the relay's
     /// runtime is gone (every tap sender is then dropped).
     pub fn shutdown(&mut self) {
         if let Some(stop) = self.stop.take() {
@@ -276,7 +276,9 @@ fn validate(cfg: &TproxyConfig) -> Result<(), TproxyError> {
     if cfg.read_buffer < 512 {
         return Err(TproxyError::Config("read_buffer must be >= 512".into()));
     }
-    if cfg.max_connections > tokio::sync::Semaphore::MAX_PERMITS {
+    if cfg.max_connections > tokio::sync::Semaphore::MAX_PERMITS
+        || u32::try_from(cfg.max_connections).is_err()
+    {
         return Err(TproxyError::Config("max_connections is too large".into()));
     }
     Ok(())

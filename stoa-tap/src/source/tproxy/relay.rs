@@ -88,7 +88,7 @@ pub(super) async fn run(
         .is_err()
     {
         let live = counters.connections_active.load(Ordering::Relaxed);
-        tracing::warn!(live, "tproxy: shutdown timeout, resetting live connections");
+        tracing::warn!(live, "tproxy: shutdown timeout, closing live connections");
     }
 }
 
