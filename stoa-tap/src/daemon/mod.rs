@@ -108,14 +108,24 @@ fn event_conn(ev: &TapEvent) -> u64 {
     }
 }
 
-/// Hands work to a worker: blocking for lossless sources, else dropping (counted).
-fn hand(tx: &SyncSender<Work>, work: Work, lossless: bool, shared: &Shared, items: u64) {
+/// Hands work to worker `i`: blocking for lossless sources, else dropping (counted).
+fn hand(
+    workers: &[SyncSender<Work>],
+    i: usize,
+    work: Work,
+    lossless: bool,
+    shared: &Shared,
+    items: u64,
+) {
+    let tx = &workers[i];
     if lossless {
-        let _ = tx.send(work);
+        if tx.send(work).is_ok() {
+            shared.worker_queued(i, 1);
+        }
         return;
     }
     match tx.try_send(work) {
-        Ok(()) => {}
+        Ok(()) => shared.worker_queued(i, 1),
         Err(TrySendError::Full(_)) => shared.drop_work("worker_queue_full", items),
         Err(TrySendError::Disconnected(_)) => shared.drop_work("worker_stopped", items),
     }
@@ -137,7 +147,7 @@ fn dispatch_frames(
         for (i, frames) in per.into_iter().enumerate() {
             if !frames.is_empty() {
                 let items = frames.len() as u64;
-                hand(&workers[i], Work::Frames(frames), lossless, &shared, items);
+                hand(&workers, i, Work::Frames(frames), lossless, &shared, items);
             }
         }
     }
@@ -169,7 +179,8 @@ fn dispatch_events(rx: Receiver<TapEvent>, workers: Vec<SyncSender<Work>>, share
             if !evs.is_empty() {
                 let items = evs.len() as u64;
                 hand(
-                    &workers[i],
+                    &workers,
+                    i,
                     Work::Events(std::mem::take(evs)),
                     false,
                     &shared,
@@ -181,7 +192,7 @@ fn dispatch_events(rx: Receiver<TapEvent>, workers: Vec<SyncSender<Work>>, share
     for (i, evs) in per.into_iter().enumerate() {
         if !evs.is_empty() {
             let items = evs.len() as u64;
-            hand(&workers[i], Work::Events(evs), false, &shared, items);
+            hand(&workers, i, Work::Events(evs), false, &shared, items);
         }
     }
 }
@@ -194,13 +205,14 @@ fn send_exchanges(
 ) {
     let n = batch.len() as u64;
     if block {
-        if tx.send(batch).is_err() {
-            shared.drop_exchanges("aggregator_stopped", n);
+        match tx.send(batch) {
+            Ok(()) => shared.aggregator_queued(1),
+            Err(_) => shared.drop_exchanges("aggregator_stopped", n),
         }
         return;
     }
     match tx.try_send(batch) {
-        Ok(()) => {}
+        Ok(()) => shared.aggregator_queued(1),
         Err(TrySendError::Full(_)) => shared.drop_exchanges("aggregator_queue_full", n),
         Err(TrySendError::Disconnected(_)) => shared.drop_exchanges("aggregator_stopped", n),
     }
@@ -218,7 +230,10 @@ fn worker(
     let mut last_publish = Instant::now();
     loop {
         let work = match rx.recv_timeout(Duration::from_millis(250)) {
-            Ok(w) => Some(w),
+            Ok(w) => {
+                shared.worker_queued(index, -1);
+                Some(w)
+            }
             Err(RecvTimeoutError::Timeout) => None,
             Err(RecvTimeoutError::Disconnected) => break,
         };
@@ -268,6 +283,7 @@ fn worker(
 /// The aggregator: the only writer of the observations.
 fn aggregator(rx: Receiver<Vec<Exchange>>, shared: Arc<Shared>) {
     for batch in rx {
+        shared.aggregator_queued(-1);
         shared.observe(&batch);
     }
 }

@@ -46,6 +46,10 @@ pub struct Shared {
     last_save_bytes: AtomicU64,
     stop_saving: (Mutex<bool>, Condvar),
     exchanges_observed: AtomicU64,
+    /// Batches waiting in each worker's queue.
+    worker_queue: Vec<std::sync::atomic::AtomicI64>,
+    /// Batches waiting for the aggregator.
+    aggregator_queue: std::sync::atomic::AtomicI64,
 }
 
 impl Shared {
@@ -68,7 +72,23 @@ impl Shared {
             last_save_bytes: AtomicU64::new(0),
             stop_saving: (Mutex::new(false), Condvar::new()),
             exchanges_observed: AtomicU64::new(0),
+            worker_queue: (0..n)
+                .map(|_| std::sync::atomic::AtomicI64::new(0))
+                .collect(),
+            aggregator_queue: std::sync::atomic::AtomicI64::new(0),
         }
+    }
+
+    /// A batch entered (`+1`) or left (`-1`) worker `i`'s queue.
+    pub(super) fn worker_queued(&self, i: usize, delta: i64) {
+        if let Some(q) = self.worker_queue.get(i) {
+            q.fetch_add(delta, Ordering::Relaxed);
+        }
+    }
+
+    /// A batch entered or left the aggregator's queue.
+    pub(super) fn aggregator_queued(&self, delta: i64) {
+        self.aggregator_queue.fetch_add(delta, Ordering::Relaxed);
     }
 
     pub(super) fn drop_work(&self, reason: &'static str, items: u64) {
@@ -305,6 +325,19 @@ impl Shared {
             &[],
         );
         m.gauge("stoa_tap_open_flows", "Connections tracked.", open);
+        for (i, q) in self.worker_queue.iter().enumerate() {
+            m.gauge_with(
+                "stoa_tap_worker_queue_depth",
+                "Batches waiting in a worker's queue.",
+                &[("worker", i.to_string().as_str())],
+                q.load(Ordering::Relaxed).max(0) as u64,
+            );
+        }
+        m.gauge(
+            "stoa_tap_aggregator_queue_depth",
+            "Exchange batches waiting for the aggregator.",
+            self.aggregator_queue.load(Ordering::Relaxed).max(0) as u64,
+        );
         m.counter(
             "stoa_tap_relay_unknown_events_total",
             "Relay events for connections whose open was lost.",
