@@ -12,7 +12,7 @@
 use std::io::{BufRead, BufReader, Read};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::{Child, ChildStderr, ChildStdout, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 use stoa_tap::source::live::{self, LiveConfig, LiveError};
@@ -84,8 +84,10 @@ struct Topology {
 
 impl Topology {
     fn up() -> Topology {
-        // Short, unique: namespace names are per host.
-        let prefix = format!("stm{}x", std::process::id());
+        // Unique per process and per topology: namespace names are per host.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let prefix = format!("stm{}x{n}", std::process::id());
         let t = Topology {
             prefix,
             children: Vec::new(),
@@ -107,20 +109,31 @@ impl Topology {
         format!("{}{role}", self.prefix)
     }
 
-    /// Starts a process in a namespace with stdout piped.
-    fn spawn(&mut self, role: char, program: &Path, args: &[&str]) -> (u32, ChildStdout) {
+    /// Starts a process in a namespace with stdout (and optionally stderr) piped.
+    fn spawn(
+        &mut self,
+        role: char,
+        program: &Path,
+        args: &[&str],
+        pipe_stderr: bool,
+    ) -> (u32, ChildStdout, Option<ChildStderr>) {
         let mut child = Command::new("ip")
             .args(["netns", "exec", &self.ns(role)])
             .arg(program)
             .args(args)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(if pipe_stderr {
+                Stdio::piped()
+            } else {
+                Stdio::inherit()
+            })
             .spawn()
             .expect("spawn in namespace");
         let out = child.stdout.take().expect("stdout");
+        let err = child.stderr.take();
         let pid = child.id();
         self.children.push(child);
-        (pid, out)
+        (pid, out, err)
     }
 }
 
@@ -138,14 +151,14 @@ impl Drop for Topology {
 }
 
 /// Reads lines from a child in a thread, so waits can have deadlines.
-fn line_reader(out: ChildStdout) -> mpsc::Receiver<String> {
+fn line_reader(out: impl Read + Send + 'static) -> mpsc::Receiver<String> {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(out).lines() {
             let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
+            // Keep draining after the receiver is gone, so the child never
+            // blocks on a full pipe.
+            let _ = tx.send(line);
         }
     });
     rx
@@ -173,15 +186,14 @@ fn triple(v: &serde_json::Value) -> Triple {
     )
 }
 
-#[test]
-fn mirrored_exchanges_match_the_client() {
-    if !require_root() {
-        return;
-    }
+/// Runs the client through the mirror while `live_capture` captures in the
+/// monitor namespace; with `recreate`, the capture interface is deleted and
+/// created again after the capture started. Returns the final stats line.
+fn mirror_scenario(recreate: bool) -> serde_json::Value {
     let bin = example_binary();
     let mut topo = Topology::up();
 
-    let (_, server_out) = topo.spawn(
+    let (_, server_out, _) = topo.spawn(
         'g',
         Path::new("python3"),
         &[
@@ -191,15 +203,33 @@ fn mirrored_exchanges_match_the_client() {
                 .unwrap(),
             "5555",
         ],
+        false,
     );
     let server_lines = line_reader(server_out);
     wait_line(&server_lines, "the gateway server", |l| l == "ready");
 
-    let (tap_pid, tap_out) = topo.spawn('m', &bin, &["--iface", "m1", "--port", "5555"]);
+    let (tap_pid, tap_out, tap_err) =
+        topo.spawn('m', &bin, &["--iface", "m1", "--port", "5555"], recreate);
     let tap_lines = line_reader(tap_out);
     wait_line(&tap_lines, "the capture to start", |l| {
         l.contains("\"type\":\"ready\"")
     });
+    if let Some(err) = tap_err {
+        let err_lines = line_reader(err);
+        let out = Command::new("sh")
+            .arg(repo().join("tests/netns/mirror_topology.sh"))
+            .args(["remirror", &topo.prefix])
+            .output()
+            .expect("run mirror_topology.sh remirror");
+        assert!(
+            out.status.success(),
+            "remirror failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        wait_line(&err_lines, "the capture to reopen", |l| {
+            l.contains("capture reopened")
+        });
+    }
 
     let client = Command::new("ip")
         .args(["netns", "exec", &topo.ns('c')])
@@ -223,8 +253,8 @@ fn mirrored_exchanges_match_the_client() {
         performed.len()
     );
 
-    // Let the last ring block be handed over (read timeout 50 ms), then stop.
-    std::thread::sleep(Duration::from_millis(500));
+    // No pause needed: on stop the capture drains its ring, including the
+    // block the kernel retires within the read timeout.
     let st = Command::new("kill")
         .args(["-TERM", &tap_pid.to_string()])
         .status()
@@ -267,6 +297,26 @@ fn mirrored_exchanges_match_the_client() {
         first % 1000 != 0 || last % 1000 != 0,
         "timestamps look like microseconds: {first} {last}"
     );
+    stats
+}
+
+#[test]
+fn mirrored_exchanges_match_the_client() {
+    if !require_root() {
+        return;
+    }
+    let stats = mirror_scenario(false);
+    assert_eq!(stats["interfaces"][0]["reopens"], 0);
+    assert_eq!(stats["interfaces"][0]["read_errors"], 0);
+}
+
+#[test]
+fn capture_survives_the_interface_being_recreated() {
+    if !require_root() {
+        return;
+    }
+    let stats = mirror_scenario(true);
+    assert_eq!(stats["interfaces"][0]["reopens"], 1);
 }
 
 /// A port nobody uses, so the capture stays idle.

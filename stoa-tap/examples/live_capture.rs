@@ -210,6 +210,8 @@ fn main() {
         "engine": {
             "capture": engine.capture,
             "exchanges": engine.exchanges,
+            "tcp": engine.tcp_stats(),
+            "http": engine.http_stats(),
         },
     });
     let _ = writeln!(out, "{stats}");

@@ -3,6 +3,7 @@
 #
 #     tests/bench/mirror.sh                       # 30 s, 32 connections
 #     DURATION=10 CONNS=64 tests/bench/mirror.sh
+#     RPS=1 tests/bench/mirror.sh                 # steer m1's frames to one CPU
 #
 # Topology from tests/netns/mirror_topology.sh: client ns -- veth -- gateway ns
 # (nginx on :5555, pre-built Content-Length JSON responses, 1 worker), tc
@@ -11,6 +12,7 @@
 # wrk (1 thread; the machine has 2 cores) drives the gateway from the client ns.
 # Prints exchanges seen / requests wrk completed, kernel and queue drop
 # counters, and the CPU used by the capture thread and the whole process.
+# The full stats line and the tc mirred counters are kept in bench-out/.
 # Needs root.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -40,6 +42,13 @@ cleanup() {
 trap cleanup EXIT
 sh "$TOPO" up "$P"
 
+if [ "${RPS:-0}" = 1 ]; then
+    # Steer every frame arriving on m1 to one CPU's backlog: mirrored copies of
+    # both directions then reach the capture in the order they were mirrored.
+    ip netns exec "${P}m" sh -c 'echo 1 > /sys/class/net/m1/queues/rx-0/rps_cpus'
+    echo "RPS on m1: all mirrored frames steered to CPU 0"
+fi
+
 sed "s#@DIR@#$WORK#g" tests/bench/mirror_nginx.conf.in > "$WORK/nginx.conf"
 ip netns exec "${P}g" nginx -c "$WORK/nginx.conf" -p "$WORK" &
 disown $!
@@ -60,6 +69,11 @@ sleep 1
 kill -TERM "$TAP"
 wait "$TAP" || true
 
+OUT="${BENCH_OUT:-$ROOT/bench-out}"
+mkdir -p "$OUT"
+grep '"type":"stats"' "$WORK/tap.out" > "$OUT/mirror-stats.json" || true
+ip netns exec "${P}g" tc -s filter show dev t0 ingress > "$OUT/mirror-tc.txt" 2>&1 || true
+ip netns exec "${P}g" tc -s filter show dev t0 egress >> "$OUT/mirror-tc.txt" 2>&1 || true
 M1_RX_DROP=$(ip netns exec "${P}m" cat /sys/class/net/m1/statistics/rx_dropped)
 M0_TX_DROP=$(ip netns exec "${P}g" cat /sys/class/net/m0/statistics/tx_dropped)
 python3 - "$WORK/wrk.out" "$WORK/tap.out" "$DURATION" "$M1_RX_DROP" "$M0_TX_DROP" <<'PY'
@@ -74,7 +88,9 @@ print()
 print("== mirror capture benchmark ==")
 print(f"requests completed by wrk     {sent}  ({sent/dur:.0f}/s)" + (f"  socket errors: {errs.group(1)}" if errs else ""))
 print(f"exchanges seen by stoa-tap    {seen}  (answered {answered}, with gap {stats['with_gap']})")
-print(f"seen / sent                   {100.0*answered/sent:.3f} %  (answered exchanges / wrk requests; target >= 99.9 %)")
+print(f"seen / sent                   {100.0*answered/sent:.4f} %  (answered exchanges / wrk requests; target >= 99.9 %)")
+tcp = stats["engine"]["tcp"]
+print(f"reassembly                    gaps {tcp['gaps']}, out-of-order {tcp['out_of_order_segments']}, retransmitted {tcp['retransmitted_segments']}, flows opened {tcp['flows_opened']} (mid-stream {tcp['flows_midstream']}), evicted {tcp['flows_evicted']}")
 print(f"frames captured               {stats['frames']}  ({stats['frames']/dur:.0f}/s, {stats['bytes']/dur/1e6:.1f} MB/s)")
 print(f"kernel received / dropped     {stats['kernel_received']} / {stats['kernel_dropped']}  (if_dropped {stats['if_dropped']})")
 print(f"queue drops (frames)          {stats['frames_dropped_queue']}")

@@ -3,6 +3,9 @@
 #
 #   mirror_topology.sh up PREFIX     create it
 #   mirror_topology.sh down PREFIX   kill every process in it and delete it
+#   mirror_topology.sh remirror PREFIX  delete the mirror veth and create it
+#                                    again (the capture interface vanishes
+#                                    and comes back as a new interface)
 #
 #   ${PREFIX}c (client) c0 10.77.0.1/24 ==veth== t0 10.77.0.2/24 ${PREFIX}g (gateway)
 #   in ${PREFIX}g: tc clsact on t0, ingress and egress mirred-mirrored to m0
@@ -49,14 +52,31 @@ up() {
         ip -n "$1" link set "$2" up
     done
     ip netns exec "$G" tc qdisc add dev t0 clsact
+    mirror
+}
+
+mirror() {
     for dir in ingress egress; do
         ip netns exec "$G" tc filter add dev t0 "$dir" protocol all u32 match u32 0 0 \
             action mirred egress mirror dev m0
     done
 }
 
+remirror() {
+    ip -n "$G" link del m0
+    for dir in ingress egress; do ip netns exec "$G" tc filter del dev t0 "$dir"; done
+    ip link add m0 netns "$G" type veth peer name m1 netns "$M"
+    for x in "$G m0" "$M m1"; do
+        set -- $x
+        ip netns exec "$1" ethtool -K "$2" tso off gso off gro off >/dev/null 2>&1 || true
+        ip -n "$1" link set "$2" up
+    done
+    mirror
+}
+
 case "$cmd" in
 up) down; up ;;
 down) down ;;
-*) echo "usage: $0 up|down PREFIX" >&2; exit 2 ;;
+remirror) remirror ;;
+*) echo "usage: $0 up|down|remirror PREFIX" >&2; exit 2 ;;
 esac

@@ -19,6 +19,16 @@
 //!   `pcap_stats` and publishes the counters into shared atomics.
 //!   The thread also refreshes the kernel counters on its own about once a
 //!   second while traffic flows.
+//! - On stop the thread switches to non-blocking reads and drains the ring for
+//!   one read timeout (plus a margin), so frames already captured, including
+//!   the partly filled block the kernel retires on that timeout, still reach
+//!   the pipeline.
+//! - If the interface disappears (deleted, e.g. a mirror veth recreated), the
+//!   thread reopens it with the same settings when it is back (back-off from
+//!   100 ms to 2 s), carrying the kernel counters over; a stop interrupts the
+//!   wait at once.
+//! - Timestamps use nanosecond precision, which Linux supports for live
+//!   captures.
 
 use super::OwnedFrame;
 use pcap::{Active, BreakLoop, Capture, Precision};
@@ -206,9 +216,18 @@ struct Shared {
     /// can tell an interruption from a read error.
     breaks: AtomicU64,
     /// Breakloop handle of the capture currently open (replaced on reopen).
-    breaker: Mutex<Option<BreakLoop>>,
+    breaker: Mutex<Option<Breaker>>,
     /// Times the capture was reopened after its interface disappeared.
     reopens: AtomicU64,
+}
+
+/// A `pcap_breakloop` handle (the pcap type has no `Debug`).
+struct Breaker(BreakLoop);
+
+impl std::fmt::Debug for Breaker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Breaker")
+    }
 }
 
 /// Extends libpcap's wrapping 32-bit counters to 64 bits.
@@ -238,7 +257,7 @@ impl Worker {
         self.shared.breaks.fetch_add(1, Ordering::SeqCst);
         if let Ok(b) = self.shared.breaker.lock() {
             if let Some(b) = b.as_ref() {
-                b.breakloop();
+                b.0.breakloop();
             }
         }
     }
@@ -291,7 +310,7 @@ pub fn start(cfg: LiveConfig, tx: SyncSender<Vec<OwnedFrame>>) -> Result<LiveHan
         let linktype = cap.get_datalink().0 as u32;
         shared.linktype.store(linktype, Ordering::Relaxed);
         if let Ok(mut b) = shared.breaker.lock() {
-            *b = Some(cap.breakloop_handle());
+            *b = Some(Breaker(cap.breakloop_handle()));
         }
         let reader = Reader {
             iface: iface.clone(),
@@ -521,7 +540,7 @@ fn reopen(cfg: &LiveConfig, filter: &str, r: &mut Reader) -> Option<Capture<Acti
                 r.linktype = cap.get_datalink().0 as u32;
                 shared.linktype.store(r.linktype, Ordering::Relaxed);
                 if let Ok(mut b) = shared.breaker.lock() {
-                    *b = Some(cap.breakloop_handle());
+                    *b = Some(Breaker(cap.breakloop_handle()));
                 }
                 shared.reopens.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(interface = %r.iface, linktype = r.linktype, "capture reopened");
