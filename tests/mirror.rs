@@ -573,3 +573,118 @@ fn permission_error_names_the_capabilities() {
         "{err}"
     );
 }
+
+/// `stoa-tap run` itself (pcap source on the mirror port, admin API inside
+/// the monitor namespace) sees what the client performed.
+#[test]
+fn stoa_tap_run_on_the_mirror_port_sees_the_client_exchanges() {
+    if !require_root() {
+        return;
+    }
+    let mut topo = Topology::up();
+    let (_, server_out, _) = topo.spawn(
+        'g',
+        Path::new("python3"),
+        &[
+            repo()
+                .join("tests/netns/mirror_server.py")
+                .to_str()
+                .unwrap_or_default(),
+            "5555",
+        ],
+        false,
+    );
+    wait_line(&line_reader(server_out), "the gateway server", |l| {
+        l == "ready"
+    });
+
+    let state = std::env::temp_dir().join(format!("stoa-tap-mirror-run-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&state);
+    let empty = state.with_extension("yaml");
+    std::fs::write(&empty, "").expect("empty config");
+    let (_, _, err) = topo.spawn(
+        'm',
+        Path::new(env!("CARGO_BIN_EXE_stoa-tap")),
+        &[
+            "-v",
+            "run",
+            "--config",
+            empty.to_str().unwrap_or_default(),
+            "--interface",
+            "m1",
+            "--port",
+            "5555",
+            "--state-dir",
+            state.to_str().unwrap_or_default(),
+            "--admin-bind",
+            "127.0.0.1:19190",
+        ],
+        true,
+    );
+    let err_lines = line_reader(err.expect("stderr piped"));
+    wait_line(&err_lines, "stoa-tap run to start", |l| {
+        l.contains("running")
+    });
+
+    let client = Command::new("ip")
+        .args(["netns", "exec", &topo.ns('c')])
+        .arg("python3")
+        .arg(repo().join("tests/netns/mirror_client.py"))
+        .args(["10.77.0.2", "5555"])
+        .output()
+        .expect("run the client");
+    assert!(
+        client.status.success(),
+        "client failed: {}",
+        String::from_utf8_lossy(&client.stderr)
+    );
+    let performed: Vec<Triple> = String::from_utf8_lossy(&client.stdout)
+        .lines()
+        .map(|l| triple(&serde_json::from_str(l).expect("client json")))
+        .collect();
+
+    let api = |path: &str| -> serde_json::Value {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &topo.ns('m'), "curl", "-s"])
+            .arg(format!("http://127.0.0.1:19190/api/v1/{path}"))
+            .output()
+            .expect("curl in the monitor namespace");
+        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let summary = loop {
+        let s = api("summary");
+        if s["exchanges_observed"].as_u64() == Some(performed.len() as u64)
+            || Instant::now() > deadline
+        {
+            break s;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(
+        summary["exchanges_observed"].as_u64(),
+        Some(performed.len() as u64),
+        "{summary}"
+    );
+    assert_eq!(summary["gaps"], 0, "{summary}");
+    // Per (method, status) the operations account for every request performed
+    // (404s are counted above but kept out of the contracts by design).
+    let mut want: std::collections::BTreeMap<(String, u16), u64> = Default::default();
+    for (m, _, s) in &performed {
+        if *s != Some(404) {
+            *want.entry((m.clone(), s.unwrap_or(0))).or_default() += 1;
+        }
+    }
+    let mut got: std::collections::BTreeMap<(String, u16), u64> = Default::default();
+    let ops = api("operations");
+    for op in ops.as_array().cloned().unwrap_or_default() {
+        let m = op["method"].as_str().unwrap_or_default().to_owned();
+        if let Some(st) = op["stats"]["statuses"].as_object() {
+            for (code, n) in st {
+                *got.entry((m.clone(), code.parse().unwrap_or(0)))
+                    .or_default() += n.as_u64().unwrap_or(0);
+            }
+        }
+    }
+    assert_eq!(got, want, "operations: {ops}");
+}
