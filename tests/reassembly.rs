@@ -167,13 +167,46 @@ fn duplicate(segs: &[Seg], picks: &[(usize, usize)]) -> Vec<Seg> {
     out
 }
 
+/// Moves some data segments one place earlier, ahead of a segment of the other
+/// direction captured less than the reorder grace before them: what a mirror
+/// or multi-queue capture does when the two directions take different CPUs.
+fn swap_across_directions(segs: &mut [Seg], picks: &[usize]) {
+    for &p in picks {
+        if segs.len() < 2 {
+            return;
+        }
+        let i = 1 + p % (segs.len() - 1);
+        let (a, b) = (&segs[i - 1], &segs[i]);
+        let control = |s: &Seg| s.flags & (TcpFlags::SYN | TcpFlags::FIN | TcpFlags::RST) != 0;
+        if a.src != b.src
+            && !control(a)
+            && !control(b)
+            && b.ts.saturating_sub(a.ts) < stoa_tap::tcp::REORDER_GRACE_NS / 2
+        {
+            segs.swap(i - 1, i);
+        }
+    }
+}
+
 fn check(name: &str, cuts: &[usize], keys: &[usize], window: usize, picks: &[(usize, usize)]) {
+    check_with(name, cuts, keys, window, picks, &[]);
+}
+
+fn check_with(
+    name: &str,
+    cuts: &[usize],
+    keys: &[usize],
+    window: usize,
+    picks: &[(usize, usize)],
+    cross: &[usize],
+) {
     let original = load(name);
     let baseline = exchanges(&original);
     assert!(!baseline.is_empty(), "{name}: no exchanges in the fixture");
     let mut changed = resegment(&original, cuts);
     reorder_bursts(&mut changed, keys, window);
-    let changed = duplicate(&changed, picks);
+    let mut changed = duplicate(&changed, picks);
+    swap_across_directions(&mut changed, cross);
     let got = exchanges(&changed);
 
     assert_eq!(
@@ -200,5 +233,19 @@ proptest! {
         picks in proptest::collection::vec((any::<usize>(), any::<usize>()), 0..6),
     ) {
         check(fixture, &cuts, &keys, window, &picks);
+    }
+
+    #[test]
+    fn recorded_conversations_survive_cross_direction_reordering(
+        fixture in prop_oneof![
+            Just("curl_keepalive.pcap"),
+            Just("curl_methods.pcap"),
+            Just("curl_chunked_gzip.pcap"),
+            Just("curl_expect100.pcap"),
+            Just("wrk_short.pcap"),
+        ],
+        cross in proptest::collection::vec(any::<usize>(), 1..48),
+    ) {
+        check_with(fixture, &[0], &[], 0, &[], &cross);
     }
 }

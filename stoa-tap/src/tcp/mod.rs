@@ -120,6 +120,11 @@ pub struct TcpStats {
     pub gap_bytes: u64,
     /// Segments cut short by the capture's snapshot length (the rest is a gap).
     pub snaplen_gaps: u64,
+    /// Segments held back because they acknowledge bytes of the other
+    /// direction the capture had not shown yet (cross-direction reordering).
+    pub reorder_holds: u64,
+    /// Holds that ended without those bytes arriving (they became a gap).
+    pub reorder_timeouts: u64,
     /// Holes given up because a direction's buffer hit its cap.
     pub buffer_overflows: u64,
     /// Connections reset.
@@ -154,13 +159,44 @@ struct Flow<H> {
     first_ts: u64,
     last_ts: u64,
     handler_bytes: usize,
+    /// Segments of one direction waiting for bytes of the other that their
+    /// acknowledgment covers (see [`REORDER_GRACE_NS`]); one direction at a time.
+    held: std::collections::VecDeque<Held>,
 }
 
 impl<H> Flow<H> {
     fn buffered(&self) -> usize {
-        self.dirs[0].buffered_bytes() + self.dirs[1].buffered_bytes()
+        self.dirs[0].buffered_bytes()
+            + self.dirs[1].buffered_bytes()
+            + self
+                .held
+                .iter()
+                .map(|h| h.payload.len() + HELD_COST)
+                .sum::<usize>()
     }
 }
+
+/// A segment held back until the other direction catches up.
+#[derive(Debug)]
+struct Held {
+    dir: Direction,
+    seq: u32,
+    ack: u32,
+    flags: TcpFlags,
+    payload: Vec<u8>,
+    missing_tail: u32,
+    ts: u64,
+    deadline: u64,
+}
+
+/// How long (capture time) a segment whose acknowledgment covers bytes of the
+/// other direction not yet captured waits for them before they are declared a
+/// gap. Mirrors and multi-queue captures deliver the two directions slightly
+/// out of order: a response can be captured just before the end of its request.
+pub const REORDER_GRACE_NS: u64 = 5_000_000;
+
+/// Bookkeeping charged per held segment.
+const HELD_COST: usize = 128;
 
 /// How long a closed connection's late segments are recognised (Linux TIME_WAIT).
 const CLOSED_LINGER_NS: u64 = 60 * 1_000_000_000;
@@ -376,6 +412,7 @@ impl<H: StreamHandler> FlowTable<H> {
                     first_ts: ts,
                     last_ts: ts,
                     handler_bytes: 0,
+                    held: Default::default(),
                 },
             );
         }
@@ -393,7 +430,12 @@ impl<H: StreamHandler> FlowTable<H> {
         };
         let before = flow.buffered();
         let stats = &mut self.stats;
-        let Flow { handler, dirs, .. } = flow;
+        let Flow {
+            handler,
+            dirs,
+            held,
+            ..
+        } = flow;
         let Some(h) = handler.as_mut() else {
             stats.segments_not_http += 1;
             if seg.flags.has(TcpFlags::RST) || (dirs_closed(dirs) && seg.flags.has(TcpFlags::FIN)) {
@@ -419,19 +461,41 @@ impl<H: StreamHandler> FlowTable<H> {
             return;
         }
 
-        // The peer acknowledging bytes we never saw means they were lost from the
-        // capture: deliver that hole now, before this direction's data, so requests
-        // complete before their responses are parsed.
-        if seg.flags.has(TcpFlags::ACK) && !seg.payload.is_empty() {
-            let other = dir.reverse();
-            dirs[other.index()]
-                .acked_up_to(seg.ack, ts, stats, &mut |ev| dispatch(h, ctx, other, ev));
+        release_held(dirs, held, h, ctx, stats, cap, ts, false);
+        let other_held = held.iter().any(|x| x.dir != dir);
+        let same_held = held.iter().any(|x| x.dir == dir);
+        let waits_for_peer = seg.flags.has(TcpFlags::ACK)
+            && !seg.payload.is_empty()
+            && dirs[dir.reverse().index()].missing_below(seg.ack);
+        if !other_held && (same_held || waits_for_peer) {
+            // Wait (briefly) for the other direction, keeping this one's order.
+            stats.reorder_holds += 1;
+            held.push_back(Held {
+                dir,
+                seq: seg.seq,
+                ack: seg.ack,
+                flags: seg.flags,
+                payload: seg.payload.to_vec(),
+                missing_tail,
+                ts,
+                deadline: ts.saturating_add(REORDER_GRACE_NS),
+            });
+        } else {
+            // With the other direction held, its bytes were seen: no gap for them.
+            apply_segment(
+                dirs,
+                h,
+                ctx,
+                stats,
+                cap,
+                dir,
+                seg,
+                missing_tail,
+                ts,
+                !other_held,
+            );
+            release_held(dirs, held, h, ctx, stats, cap, ts, false);
         }
-
-        let half = &mut dirs[dir.index()];
-        half.segment(seg, missing_tail, ts, cap, stats, &mut |ev| {
-            dispatch(h, ctx, dir, ev)
-        });
 
         let reset = seg.flags.has(TcpFlags::RST);
         let finished = dirs_closed(dirs);
@@ -485,10 +549,17 @@ impl<H: StreamHandler> FlowTable<H> {
             CloseReason::Evicted => self.stats.flows_evicted += 1,
             CloseReason::EndOfCapture => self.stats.flows_open_at_end += 1,
         }
-        let Flow { handler, dirs, .. } = &mut f;
+        let cap = self.cfg.max_buffer_per_direction;
+        let Flow {
+            handler,
+            dirs,
+            held,
+            ..
+        } = &mut f;
         let Some(h) = handler.as_mut() else {
             return;
         };
+        release_held(dirs, held, h, ctx, &mut self.stats, cap, ts, true);
         // Whatever is still buffered is delivered, holes becoming gaps.
         for dir in [Direction::ClientToServer, Direction::ServerToClient] {
             dirs[dir.index()].flush(ts, &mut self.stats, &mut |ev| dispatch(h, ctx, dir, ev));
@@ -504,6 +575,27 @@ impl<H: StreamHandler> FlowTable<H> {
     fn sweep_idle(&mut self, ctx: &mut H::Ctx, now: u64) {
         self.closed
             .retain(|_, at| now.saturating_sub(*at) <= CLOSED_LINGER_NS);
+        // Held segments whose wait is over go on (their gap declared).
+        let cap = self.cfg.max_buffer_per_direction;
+        for f in self.flows.values_mut() {
+            if f.held.is_empty() {
+                continue;
+            }
+            let before = f.buffered();
+            let Flow {
+                handler,
+                dirs,
+                held,
+                ..
+            } = f;
+            if let Some(h) = handler.as_mut() {
+                release_held(dirs, held, h, ctx, &mut self.stats, cap, now, false);
+            }
+            let after = f.buffered();
+            self.variable_bytes = (self.variable_bytes + after).saturating_sub(before);
+            self.stats.buffered_bytes =
+                (self.stats.buffered_bytes + after as u64).saturating_sub(before as u64);
+        }
         let limit = self.cfg.idle_timeout_ns;
         let mut idle: Vec<(u64, FlowKey)> = self
             .flows
@@ -558,6 +650,87 @@ impl<H: StreamHandler> FlowTable<H> {
         for (_, k) in all {
             self.close_flow(ctx, k, CloseReason::EndOfCapture, ts);
         }
+    }
+}
+
+/// Hands one segment to its direction's reassembly. With `ack_gaps`, bytes of
+/// the other direction that the segment acknowledges but the capture never
+/// showed are declared a gap first, so requests complete before their
+/// responses are parsed.
+#[allow(clippy::too_many_arguments)]
+fn apply_segment<H: StreamHandler>(
+    dirs: &mut [HalfStream; 2],
+    h: &mut H,
+    ctx: &mut H::Ctx,
+    stats: &mut TcpStats,
+    cap: usize,
+    dir: Direction,
+    seg: &TcpSegment<'_>,
+    missing_tail: u32,
+    ts: u64,
+    ack_gaps: bool,
+) {
+    if ack_gaps && seg.flags.has(TcpFlags::ACK) && !seg.payload.is_empty() {
+        let other = dir.reverse();
+        dirs[other.index()].acked_up_to(seg.ack, ts, stats, &mut |ev| dispatch(h, ctx, other, ev));
+    }
+    dirs[dir.index()].segment(seg, missing_tail, ts, cap, stats, &mut |ev| {
+        dispatch(h, ctx, dir, ev)
+    });
+    if ack_gaps {
+        // What the other direction had buffered past the acknowledged point
+        // comes after this segment.
+        let other = dir.reverse();
+        dirs[other.index()].drain_ready(stats, &mut |ev| dispatch(h, ctx, other, ev));
+    }
+}
+
+/// Applies held segments, in order, once the other direction caught up with
+/// their acknowledgment or their wait is over (`force`: now, e.g. at close).
+#[allow(clippy::too_many_arguments)]
+fn release_held<H: StreamHandler>(
+    dirs: &mut [HalfStream; 2],
+    held: &mut std::collections::VecDeque<Held>,
+    h: &mut H,
+    ctx: &mut H::Ctx,
+    stats: &mut TcpStats,
+    cap: usize,
+    now: u64,
+    force: bool,
+) {
+    while let Some(front) = held.front() {
+        let peer = &dirs[front.dir.reverse().index()];
+        let still_missing = !front.payload.is_empty()
+            && front.flags.has(TcpFlags::ACK)
+            && peer.missing_below(front.ack);
+        if still_missing && !force && now < front.deadline {
+            break;
+        }
+        let Some(x) = held.pop_front() else { break };
+        if still_missing {
+            stats.reorder_timeouts += 1;
+        }
+        let seg = TcpSegment {
+            // Addresses are not used past the flow lookup.
+            src: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
+            dst: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
+            seq: x.seq,
+            ack: x.ack,
+            flags: x.flags,
+            payload: &x.payload,
+        };
+        apply_segment(
+            dirs,
+            h,
+            ctx,
+            stats,
+            cap,
+            x.dir,
+            &seg,
+            x.missing_tail,
+            x.ts,
+            true,
+        );
     }
 }
 

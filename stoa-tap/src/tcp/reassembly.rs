@@ -219,7 +219,7 @@ impl HalfStream {
                 // Give up on the hole: skip to the first buffered byte.
                 stats.buffer_overflows += 1;
                 if let Some((&first, _)) = self.ooo.iter().next() {
-                    self.advance_to(first, ts, stats, emit);
+                    self.advance_to(first, false, ts, stats, emit);
                 }
             }
             return;
@@ -295,9 +295,14 @@ impl HalfStream {
 
     /// Delivers buffered segments that have become contiguous.
     fn drain(&mut self, stats: &mut TcpStats, emit: &mut Emit<'_>) {
+        self.drain_below(u64::MAX, stats, emit);
+    }
+
+    /// Delivers buffered segments that are contiguous and start below `limit`.
+    fn drain_below(&mut self, limit: u64, stats: &mut TcpStats, emit: &mut Emit<'_>) {
         while let Some(entry) = self.ooo.first_entry() {
             let start = *entry.key();
-            if start > self.offset {
+            if start > self.offset || start >= limit {
                 break;
             }
             let b = entry.remove();
@@ -311,10 +316,18 @@ impl HalfStream {
 
     /// Moves the stream to `target`, delivering buffered data and declaring
     /// the holes in between as gaps.
-    fn advance_to(&mut self, target: u64, ts: u64, stats: &mut TcpStats, emit: &mut Emit<'_>) {
+    /// Contiguous data beyond `target` is delivered too unless `stop_at_target`.
+    fn advance_to(
+        &mut self,
+        target: u64,
+        stop_at_target: bool,
+        ts: u64,
+        stats: &mut TcpStats,
+        emit: &mut Emit<'_>,
+    ) {
         while self.offset < target {
             match self.ooo.keys().next().copied() {
-                Some(start) if start <= self.offset => self.drain(stats, emit),
+                Some(start) if start <= self.offset => self.drain_below(target, stats, emit),
                 Some(start) => {
                     let ts_next = self.ooo.get(&start).map_or(ts, |b| b.ts);
                     self.gap(start.min(target) - self.offset, ts_next, stats, emit);
@@ -322,7 +335,31 @@ impl HalfStream {
                 None => self.gap(target - self.offset, ts, stats, emit),
             }
         }
+        if !stop_at_target {
+            self.drain(stats, emit);
+        }
+    }
+
+    /// Delivers buffered data that has become contiguous.
+    pub fn drain_ready(&mut self, stats: &mut TcpStats, emit: &mut Emit<'_>) {
         self.drain(stats, emit);
+    }
+
+    /// True if the peer's acknowledgment `ack` covers bytes of this direction
+    /// that were not delivered yet (not counting the FIN's sequence number).
+    pub fn missing_below(&self, ack: u32) -> bool {
+        if !self.started || self.ended {
+            return false;
+        }
+        let rel = i64::from(ack.wrapping_sub(self.next_seq) as i32);
+        if rel <= 0 || rel > MAX_ACK_AHEAD {
+            return false;
+        }
+        let target = match self.fin_at {
+            Some(f) => (self.offset + rel as u64).min(f),
+            None => self.offset + rel as u64,
+        };
+        target > self.offset
     }
 
     /// The peer acknowledged up to `ack`: bytes below it that were never seen
@@ -340,7 +377,9 @@ impl HalfStream {
             // The FIN takes one sequence number but carries no byte.
             target = target.min(f);
         }
-        self.advance_to(target, ts, stats, emit);
+        // Only up to what was acknowledged: later bytes of this direction wait
+        // until the acknowledging segment itself was delivered.
+        self.advance_to(target, true, ts, stats, emit);
         self.check_fin(ts, emit);
     }
 
@@ -359,7 +398,7 @@ impl HalfStream {
             (None, None) => self.offset,
         };
         if target > self.offset {
-            self.advance_to(target, ts, stats, emit);
+            self.advance_to(target, false, ts, stats, emit);
         }
         self.check_fin(ts, emit);
     }
