@@ -833,26 +833,10 @@ impl Connection {
         stats: &mut Http1Stats,
     ) -> Result<(), ParseError> {
         let info = h.info;
-        let framing = if info.transfer_encoding {
-            if info.chunked {
-                Some(Framing::Chunked(Chunked::new()))
-            } else {
-                // Not chunked last: a server must reject it; everything that
-                // follows on this direction belongs to this request.
-                Some(Framing::UntilClose)
-            }
-        } else if info.content_length_invalid {
-            // The length cannot be known (overflow, garbage): record the
-            // request as bodiless and flagged, so the probe stays visible;
-            // whatever follows is parsed (or resynchronised) as the next message.
-            stats.count_parse_error(ParseError::ContentLength);
-            None
-        } else {
-            match info.content_length {
-                None | Some(0) => None,
-                Some(n) => Some(Framing::Length(n)),
-            }
-        };
+        // Without a length a request has no body; with an unusable one it is
+        // recorded bodiless and flagged, so the probe stays visible, and what
+        // follows is parsed (or resynchronised) as the next message.
+        let framing = body_framing(&info, false, stats);
         let ambiguous = info.ambiguous()
             || (info.transfer_encoding && !info.chunked)
             || (!info.transfer_encoding && info.content_length_invalid);
@@ -965,24 +949,11 @@ impl Connection {
         let info = h.info;
         let bodyless =
             upgraded || is_head || (100..200).contains(&status) || status == 204 || status == 304;
+        // Without a usable length a response runs to the close.
         let framing = if bodyless {
             None
-        } else if info.transfer_encoding {
-            if info.chunked {
-                Some(Framing::Chunked(Chunked::new()))
-            } else {
-                Some(Framing::UntilClose)
-            }
-        } else if info.content_length_invalid {
-            // Unknown length: read to the close, as for a response without one.
-            stats.count_parse_error(ParseError::ContentLength);
-            Some(Framing::UntilClose)
         } else {
-            match info.content_length {
-                Some(0) => None,
-                Some(n) => Some(Framing::Length(n)),
-                None => Some(Framing::UntilClose),
-            }
+            body_framing(&info, true, stats)
         };
         let ambiguous =
             info.ambiguous() || (!info.transfer_encoding && info.content_length_invalid);
@@ -1247,6 +1218,33 @@ impl Connection {
                 p.anomalies.gap = true;
             }
         }
+    }
+}
+
+/// How a message body is delimited (RFC 9112 section 6.3): Transfer-Encoding
+/// first (chunked when it comes last, otherwise up to the close), then a valid
+/// Content-Length. Without a usable length (none, or an invalid one, which is
+/// counted) the body runs to the close when `to_close_without_length`, and is
+/// empty otherwise. `None` means no body.
+fn body_framing(
+    info: &parse::FramingInfo,
+    to_close_without_length: bool,
+    stats: &mut Http1Stats,
+) -> Option<Framing> {
+    if info.transfer_encoding {
+        return Some(if info.chunked {
+            Framing::Chunked(Chunked::new())
+        } else {
+            Framing::UntilClose
+        });
+    }
+    if info.content_length_invalid {
+        stats.count_parse_error(ParseError::ContentLength);
+    }
+    match info.content_length.filter(|_| !info.content_length_invalid) {
+        Some(0) => None,
+        Some(n) => Some(Framing::Length(n)),
+        None => to_close_without_length.then_some(Framing::UntilClose),
     }
 }
 
