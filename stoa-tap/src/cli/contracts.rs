@@ -96,14 +96,10 @@ impl Learner {
 }
 
 fn write_file(path: &Path, text: &str) -> Result<(), i32> {
-    // Write beside, then rename: a reader never sees half a document.
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text)
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .map_err(|e| {
-            eprintln!("error: {}: cannot write: {e}", path.display());
-            exit::OUTPUT
-        })
+    stoa_tap::daemon::persist::write_atomic(path, text.as_bytes()).map_err(|e| {
+        eprintln!("error: cannot write: {e}");
+        exit::OUTPUT
+    })
 }
 
 /// Writes OpenAPI (combined and per API), UAC drafts and the observations.
