@@ -87,18 +87,26 @@ fn start(args: &[&str]) -> Daemon {
             }
         }
     });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(20))
-        .unwrap_or_else(|_| {
+    let addr = match rx.recv_timeout(Duration::from_secs(20)) {
+        Ok(a) => a,
+        Err(_) => {
+            // Never leave a daemon behind a failed test.
+            let _ = child.kill();
+            let _ = child.wait();
             panic!(
                 "daemon did not start: {}",
                 log.lock().map(|l| l.clone()).unwrap_or_default()
             )
-        });
-    let admin = addr
+        }
+    };
+    let parsed = addr
         .trim_matches(|c: char| !c.is_ascii_digit() && c != '.' && c != ':')
-        .parse()
-        .expect("admin address");
+        .parse();
+    let Ok(admin) = parsed else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("unreadable admin address {addr:?}");
+    };
     Daemon { child, admin, log }
 }
 
