@@ -553,42 +553,24 @@ impl Connection {
         } else {
             let rest = &data[pos..];
             let side = &mut self.sides[i];
-            let have = side.hdr.len();
-            match parse::find_head_end(&side.hdr, rest) {
+            let head_end = parse::find_head_end(&side.hdr, rest);
+            // The head would grow to this many bytes with what it takes from `rest`.
+            let grown = side.hdr.len() + head_end.unwrap_or(rest.len());
+            if grown > cfg.max_header_bytes {
+                self.buffered_error(cfg, i, ParseError::HeaderTooLarge, false, out, stats);
+                return pos;
+            }
+            match head_end {
                 None => {
-                    if have + rest.len() > cfg.max_header_bytes {
-                        self.buffered_error(
-                            cfg,
-                            i,
-                            ParseError::HeaderTooLarge,
-                            false,
-                            ts,
-                            out,
-                            stats,
-                        );
-                        return pos;
-                    }
                     side.hdr.extend_from_slice(rest);
                     if side.hdr.len() <= EARLY_CHECK_BYTES {
                         if let Outcome::Error(e) = parse::parse_head(kind, &side.hdr, cfg) {
-                            self.buffered_error(cfg, i, e, true, ts, out, stats);
+                            self.buffered_error(cfg, i, e, true, out, stats);
                         }
                     }
                     data.len()
                 }
                 Some(end) => {
-                    if have + end > cfg.max_header_bytes {
-                        self.buffered_error(
-                            cfg,
-                            i,
-                            ParseError::HeaderTooLarge,
-                            false,
-                            ts,
-                            out,
-                            stats,
-                        );
-                        return pos;
-                    }
                     side.hdr.extend_from_slice(&rest[..end]);
                     match parse::parse_head(kind, &side.hdr, cfg) {
                         Outcome::Complete(head, n) => {
@@ -612,7 +594,7 @@ impl Connection {
                         }
                         Outcome::Partial => pos + end,
                         Outcome::Error(e) => {
-                            self.buffered_error(cfg, i, e, true, ts, out, stats);
+                            self.buffered_error(cfg, i, e, true, out, stats);
                             pos + end
                         }
                     }
@@ -647,7 +629,6 @@ impl Connection {
         i: usize,
         e: ParseError,
         rescan: bool,
-        ts: Ts,
         out: &mut Vec<Exchange>,
         stats: &mut Http1Stats,
     ) {
@@ -663,7 +644,6 @@ impl Connection {
         } else {
             stats.resync_skipped_bytes += buf.len() as u64;
         }
-        let _ = ts;
     }
 
     #[allow(clippy::too_many_arguments)]
