@@ -195,6 +195,12 @@ impl Engine {
         self.table.process(&mut self.ctx, seg, ts_ns);
     }
 
+    /// Processes one decoded segment of which `cut` payload bytes, after
+    /// those in `seg`, were not captured (they become a gap).
+    pub fn segment_cut(&mut self, seg: &TcpSegment<'_>, cut: u32, ts_ns: u64) {
+        self.table.process_cut(&mut self.ctx, seg, cut, ts_ns);
+    }
+
     /// Processes one event of a relaying source (TPROXY).
     pub fn tap_event(&mut self, ev: TapEvent) {
         let ctx = &mut self.ctx;

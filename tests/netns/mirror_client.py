@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """Known request list for the mirror test. Usage: mirror_client.py HOST PORT
 
-Prints one JSON line per exchange performed: {"method","target","status"}.
+Prints one JSON line per exchange performed: {"method","target","status",
+"len","sha256"} (length and SHA-256 of the response body as received).
 Uses one long keep-alive connection, then a few fresh connections (one ending
 with Connection: close), with various methods, paths and a ~1 MB response.
 """
+import hashlib
 import http.client
 import json
 import sys
@@ -20,7 +22,18 @@ def run(conn, method, target, body=None, headers=None):
     conn.request(method, target, body=body, headers=h)
     r = conn.getresponse()
     data = r.read()
-    print(json.dumps({"method": method, "target": target, "status": r.status}), flush=True)
+    print(
+        json.dumps(
+            {
+                "method": method,
+                "target": target,
+                "status": r.status,
+                "len": len(data),
+                "sha256": hashlib.sha256(data).hexdigest(),
+            }
+        ),
+        flush=True,
+    )
     return data
 
 

@@ -11,9 +11,11 @@ Routes (bodies are deterministic JSON, so sizes are reproducible):
   PATCH  /api/v1/items/<n>         200
   DELETE /api/v1/items/<n>         204, no body
   anything else                    404 JSON
+Usage: mirror_server.py [PORT] [dual]  (dual: [::] for IPv4 and IPv6)
 Prints "ready" on stdout once listening.
 """
 import json
+import socket
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -98,9 +100,22 @@ class Handler(BaseHTTPRequestHandler):
         return self._send(404, b'{"error":"not found"}')
 
 
+class DualStackServer(ThreadingHTTPServer):
+    """Listens on [::] for IPv4 and IPv6 alike."""
+
+    address_family = socket.AF_INET6
+
+    def server_bind(self):
+        self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        super().server_bind()
+
+
 def main():
     port = int(sys.argv[1]) if len(sys.argv) > 1 else 5555
-    srv = ThreadingHTTPServer(("0.0.0.0", port), Handler)
+    if len(sys.argv) > 2 and sys.argv[2] == "dual":
+        srv = DualStackServer(("::", port), Handler)
+    else:
+        srv = ThreadingHTTPServer(("0.0.0.0", port), Handler)
     srv.daemon_threads = True
     print("ready", flush=True)
     srv.serve_forever()

@@ -21,8 +21,11 @@ pub struct RunArgs {
     /// Capture live on this interface with libpcap (repeatable); replaces `sources`.
     #[arg(long = "interface", value_name = "IFACE")]
     interfaces: Vec<String>,
+    /// Attach the eBPF probe to this interface (repeatable); replaces `sources`.
+    #[arg(long = "ebpf", value_name = "IFACE", conflicts_with = "interfaces")]
+    ebpf: Vec<String>,
     /// Replay this capture file through the pipeline; replaces `sources`.
-    #[arg(long, value_name = "FILE", conflicts_with = "interfaces")]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["interfaces", "ebpf"])]
     replay: Option<PathBuf>,
     /// Admin server address (`admin.bind`).
     #[arg(long, value_name = "ADDR")]
@@ -55,6 +58,15 @@ impl RunArgs {
                 "sources".into(),
                 format!("[{{kind: pcap, interfaces: [{}]}}]", names.join(", ")),
             ));
+        }
+        if !self.ebpf.is_empty() {
+            let list: Vec<String> = self
+                .ebpf
+                .iter()
+                .map(|i| format!("{{kind: ebpf, interface: {i:?}}}"))
+                .collect();
+            ov.flags
+                .push(("sources".into(), format!("[{}]", list.join(", "))));
         }
         if let Some(f) = &self.replay {
             ov.flags.push((

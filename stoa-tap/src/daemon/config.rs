@@ -69,6 +69,19 @@ pub enum SourceConfig {
         #[serde(default = "default_upstream_mark")]
         upstream_mark: u32,
     },
+    /// The eBPF probe on the gateway's own interface (TC/TCX, read-only).
+    /// Needs a build with the `ebpf` feature and CAP_BPF, CAP_NET_ADMIN and
+    /// CAP_PERFMON.
+    Ebpf {
+        /// Interface to attach to.
+        interface: String,
+        /// `auto` (egress on `lo`, both elsewhere), `ingress`, `egress` or `both`.
+        #[serde(default = "default_ebpf_direction")]
+        direction: crate::source::ebpf::Hooks,
+        /// Ring buffer between the probe and the reader, MiB (power of two).
+        #[serde(default = "default_ring_mb")]
+        ring_mb: u32,
+    },
     /// Replays a capture file through the live pipeline (demos, tests).
     File {
         /// pcap or pcapng file.
@@ -77,6 +90,12 @@ pub enum SourceConfig {
 }
 
 fn default_buffer_mb() -> u32 {
+    64
+}
+fn default_ebpf_direction() -> crate::source::ebpf::Hooks {
+    crate::source::ebpf::Hooks::Auto
+}
+fn default_ring_mb() -> u32 {
     64
 }
 fn default_tproxy_listen() -> String {
@@ -283,7 +302,7 @@ impl RunConfig {
         if self.sources.is_empty() {
             return Err(invalid(
                 "sources",
-                "at least one source is needed (pcap, tproxy or file)",
+                "at least one source is needed (pcap, tproxy, ebpf or file)",
             ));
         }
         if self.ports.is_empty() || self.ports.contains(&0) {
@@ -334,8 +353,40 @@ impl RunConfig {
                         format!("not a socket address: {listen:?}"),
                     ));
                 }
+                SourceConfig::Ebpf { .. } if !crate::source::ebpf::AVAILABLE => {
+                    return Err(invalid(
+                        &format!("sources[{i}].kind"),
+                        crate::source::ebpf::ProbeError::Unavailable.to_string(),
+                    ));
+                }
+                SourceConfig::Ebpf { interface, .. } if interface.is_empty() => {
+                    return Err(invalid(
+                        &format!("sources[{i}].interface"),
+                        "name the interface to attach to",
+                    ));
+                }
+                SourceConfig::Ebpf { ring_mb, .. } if !(1..=1024).contains(ring_mb) => {
+                    return Err(invalid(
+                        &format!("sources[{i}].ring_mb"),
+                        "between 1 and 1024",
+                    ));
+                }
                 _ => {}
             }
+        }
+        if self
+            .sources
+            .iter()
+            .any(|s| matches!(s, SourceConfig::Ebpf { .. }))
+            && self.ports.len() > stoa_tap_abi::MAX_PORTS as usize
+        {
+            return Err(invalid(
+                "ports",
+                format!(
+                    "the eBPF probe watches at most {} ports",
+                    stoa_tap_abi::MAX_PORTS
+                ),
+            ));
         }
         Ok(())
     }

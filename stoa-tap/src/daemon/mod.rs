@@ -17,14 +17,16 @@ mod state;
 
 pub use state::Shared;
 
-use crate::decode::decode_tcp;
+use crate::decode::{decode_tcp, TcpFlags, TcpSegment};
 use crate::pipeline::{Engine, EngineConfig};
+use crate::source::ebpf::ProbeSegment;
 use crate::source::pcap_file::{Capture, Packet};
 use crate::source::{now_ns, OwnedFrame, TapEvent};
 use crate::tcp::ServerPorts;
 use config::{RunConfig, SourceConfig};
 use contracts::{Exchange, InferenceConfig, Observations, TemplateHint};
 use std::hash::{Hash, Hasher};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
@@ -59,6 +61,7 @@ pub enum DaemonError {
 enum Work {
     Frames(Vec<OwnedFrame>),
     Events(Vec<TapEvent>),
+    Segments(Vec<ProbeSegment>),
     Ports(ServerPorts),
 }
 
@@ -80,19 +83,18 @@ pub fn inference_config(cfg: &RunConfig) -> Result<InferenceConfig, config::Conf
     Ok(ic)
 }
 
-/// Symmetric hash of a frame's connection: both directions pick the same worker.
+/// Symmetric hash of a connection: both directions pick the same worker.
+fn shard_of_pair(src: SocketAddr, dst: SocketAddr, workers: usize) -> usize {
+    let (a, b) = if src <= dst { (src, dst) } else { (dst, src) };
+    let mut h = rustc_hash::FxHasher::default();
+    (a, b).hash(&mut h);
+    (h.finish() % workers as u64) as usize
+}
+
+/// The worker of a frame's connection.
 fn shard_of(frame: &OwnedFrame, workers: usize) -> usize {
     match decode_tcp(frame.linktype, &frame.data) {
-        Ok(seg) => {
-            let (a, b) = if seg.src <= seg.dst {
-                (seg.src, seg.dst)
-            } else {
-                (seg.dst, seg.src)
-            };
-            let mut h = rustc_hash::FxHasher::default();
-            (a, b).hash(&mut h);
-            (h.finish() % workers as u64) as usize
-        }
+        Ok(seg) => shard_of_pair(seg.src, seg.dst, workers),
         // Undecodable frames are counted by worker 0.
         Err(_) => 0,
     }
@@ -253,6 +255,19 @@ fn worker(
                     engine.tap_event(ev);
                 }
             }
+            Some(Work::Segments(segs)) => {
+                for s in &segs {
+                    let seg = TcpSegment {
+                        src: s.src,
+                        dst: s.dst,
+                        seq: s.seq,
+                        ack: s.ack,
+                        flags: TcpFlags(s.flags),
+                        payload: &s.payload,
+                    };
+                    engine.segment_cut(&seg, s.cut, s.ts_ns);
+                }
+            }
             Some(Work::Ports(p)) => engine.set_ports(p),
             None => {}
         }
@@ -334,6 +349,9 @@ fn file_source(
     shared.file_done();
 }
 
+/// Applies new ports to a source that filters by port itself.
+type PortUpdater = Box<dyn Fn(&[u16]) + Send>;
+
 /// Things that must be stopped at shutdown.
 enum Running {
     Thread(std::thread::JoinHandle<()>),
@@ -348,6 +366,8 @@ pub struct Daemon {
     dispatchers: Vec<std::thread::JoinHandle<()>>,
     workers: Vec<std::thread::JoinHandle<()>>,
     worker_tx: Vec<SyncSender<Work>>,
+    /// Sources that filter by port themselves (the eBPF probe).
+    port_updaters: Vec<PortUpdater>,
     aggregator: Option<std::thread::JoinHandle<()>>,
     saver: Option<std::thread::JoinHandle<()>>,
     admin: Option<Box<dyn FnOnce() + Send>>,
@@ -399,6 +419,7 @@ impl Daemon {
         let stop_files = Arc::new(AtomicBool::new(false));
         let mut sources = Vec::new();
         let mut dispatchers = Vec::new();
+        let mut port_updaters = Vec::new();
         for (index, src) in cfg.sources.iter().enumerate() {
             match src {
                 SourceConfig::File { path } => {
@@ -411,9 +432,18 @@ impl Daemon {
                         file_source(path, tx, stop, s)
                     })));
                 }
-                SourceConfig::Pcap { .. } | SourceConfig::Tproxy { .. } => {
-                    let started =
-                        sources::start(index, src, &cfg, &worker_tx, &shared, &mut dispatchers)?;
+                SourceConfig::Pcap { .. }
+                | SourceConfig::Tproxy { .. }
+                | SourceConfig::Ebpf { .. } => {
+                    let started = sources::start(
+                        index,
+                        src,
+                        &cfg,
+                        &worker_tx,
+                        &shared,
+                        &mut dispatchers,
+                        &mut port_updaters,
+                    )?;
                     sources.push(Running::Stopper(started));
                 }
             }
@@ -435,6 +465,7 @@ impl Daemon {
             dispatchers,
             workers,
             worker_tx,
+            port_updaters,
             aggregator: Some(aggregator),
             saver: Some(saver),
             admin: Some(admin),
@@ -455,6 +486,9 @@ impl Daemon {
         if new.ports != self.cfg.ports {
             for tx in &self.worker_tx {
                 let _ = tx.send(Work::Ports(ServerPorts::List(new.ports.clone())));
+            }
+            for update in &self.port_updaters {
+                update(&new.ports);
             }
         }
         if new.sources != self.cfg.sources

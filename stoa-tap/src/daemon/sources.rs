@@ -1,8 +1,12 @@
-//! Live sources of the daemon: libpcap capture and the TPROXY relay.
+//! Live sources of the daemon: libpcap capture, the TPROXY relay and the
+//! eBPF probe.
 
 use super::config::{RunConfig, SourceConfig};
-use super::{dispatch_events, dispatch_frames, DaemonError, Shared, Work};
+use super::{
+    dispatch_events, dispatch_frames, hand, shard_of_pair, DaemonError, PortUpdater, Shared, Work,
+};
 use crate::metrics::MetricsText;
+use crate::source::ebpf::{self, ProbeConfig, ProbeHandle, ProbeSegment};
 use crate::source::live::{self, LiveConfig, LiveHandle};
 use crate::source::tproxy::{self, RelayHandle, TproxyConfig};
 use crate::source::{OwnedFrame, TapEvent};
@@ -20,6 +24,7 @@ pub(super) fn start(
     workers: &[SyncSender<Work>],
     shared: &Arc<Shared>,
     dispatchers: &mut Vec<std::thread::JoinHandle<()>>,
+    port_updaters: &mut Vec<PortUpdater>,
 ) -> Result<Box<dyn FnOnce() + Send>, DaemonError> {
     match src {
         SourceConfig::Pcap {
@@ -99,6 +104,51 @@ pub(super) fn start(
                 }
             }))
         }
+        SourceConfig::Ebpf {
+            interface,
+            direction,
+            ring_mb,
+        } => {
+            let p_cfg = ProbeConfig {
+                interface: interface.clone(),
+                hooks: *direction,
+                ports: cfg.ports.clone(),
+                ring_bytes: ring_mb.saturating_mul(1 << 20),
+            };
+            let handle =
+                ebpf::start(p_cfg, probe_sink(workers.to_vec(), shared.clone())).map_err(|e| {
+                    DaemonError::Source {
+                        index,
+                        kind: "ebpf",
+                        message: e.to_string(),
+                    }
+                })?;
+            let handle: Arc<Mutex<Option<ProbeHandle>>> = Arc::new(Mutex::new(Some(handle)));
+            let (reader, updater) = (handle.clone(), handle.clone());
+            let iface = interface.clone();
+            shared.add_source_metrics(Box::new(move |m: &mut MetricsText| {
+                if let Ok(h) = reader.lock() {
+                    if let Some(h) = h.as_ref() {
+                        probe_metrics(m, &iface, h);
+                    }
+                }
+            }));
+            port_updaters.push(Box::new(move |ports: &[u16]| {
+                if let Ok(h) = updater.lock() {
+                    if let Some(h) = h.as_ref() {
+                        if let Err(e) = h.set_ports(ports) {
+                            tracing::error!(error = %e, "eBPF probe: ports not updated");
+                        }
+                    }
+                }
+            }));
+            Ok(Box::new(move || {
+                let taken = handle.lock().ok().and_then(|mut h| h.take());
+                if let Some(h) = taken {
+                    h.stop();
+                }
+            }))
+        }
         SourceConfig::File { .. } => Err(DaemonError::Source {
             index,
             kind: "file",
@@ -147,5 +197,62 @@ fn pcap_metrics(m: &mut MetricsText, h: &LiveHandle) {
         for (name, help, v) in rows {
             m.counter_with(name, help, &l, v);
         }
+    }
+}
+
+/// Shards the probe's segments over the workers by connection; never waits
+/// (a full worker queue drops the batch, counted).
+fn probe_sink(workers: Vec<SyncSender<Work>>, shared: Arc<Shared>) -> ebpf::SegmentSink {
+    let n = workers.len();
+    Box::new(move |batch: Vec<ProbeSegment>| {
+        let mut per: Vec<Vec<ProbeSegment>> = (0..n).map(|_| Vec::new()).collect();
+        for seg in batch {
+            per[shard_of_pair(seg.src, seg.dst, n)].push(seg);
+        }
+        for (i, segs) in per.into_iter().enumerate() {
+            if !segs.is_empty() {
+                let items = segs.len() as u64;
+                hand(&workers, i, Work::Segments(segs), false, &shared, items);
+            }
+        }
+    })
+}
+
+/// The probe's kernel and reader counters.
+fn probe_metrics(m: &mut MetricsText, interface: &str, h: &ProbeHandle) {
+    let s = h.stats();
+    let l = [("interface", interface)];
+    for (name, v) in &s.kernel {
+        m.counter_with(
+            &format!("stoa_tap_ebpf_probe_{name}_total"),
+            &format!("eBPF probe (kernel side): {}.", name.replace('_', " ")),
+            &l,
+            *v,
+        );
+    }
+    let rows: [(&str, &str, u64); 4] = [
+        (
+            "stoa_tap_ebpf_records_read_total",
+            "Records read from the probe's ring buffer.",
+            s.records_read,
+        ),
+        (
+            "stoa_tap_ebpf_records_malformed_total",
+            "Ring-buffer records that could not be decoded.",
+            s.records_malformed,
+        ),
+        (
+            "stoa_tap_ebpf_segments_delivered_total",
+            "Segments handed to the pipeline.",
+            s.segments_delivered,
+        ),
+        (
+            "stoa_tap_ebpf_payload_bytes_delivered_total",
+            "Payload bytes handed to the pipeline.",
+            s.payload_bytes_delivered,
+        ),
+    ];
+    for (name, help, v) in rows {
+        m.counter_with(name, help, &l, v);
     }
 }

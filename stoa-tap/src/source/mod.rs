@@ -1,6 +1,7 @@
 //! Where traffic comes from: capture files ([`pcap_file`]) and the types live
 //! sources hand to the pipeline.
 
+pub mod ebpf;
 pub mod live;
 pub mod pcap_file;
 pub mod tproxy;

@@ -1,0 +1,323 @@
+//! The stoa-tap probe: a TC classifier (attached through TCX on Linux 6.6+,
+//! <https://docs.kernel.org/bpf/tcx.html>) that copies the payload of TCP
+//! segments to or from watched ports into a ring buffer
+//! (<https://docs.kernel.org/bpf/ringbuf.html>, Linux 5.8+), in chunks of
+//! [`CHUNK`] bytes, with the metadata the userspace reassembler needs.
+//!
+//! It is read-only by construction: it never writes to the packet and always
+//! returns `TC_ACT_UNSPEC`, which TCX treats as "next": the packet goes on to
+//! the next program, or is passed when there is none. Returning `TC_ACT_OK`
+//! would end the chain early and skip programs attached after this one.
+//!
+//! Chunks are copied by a `bpf_loop` callback (Linux 5.17+) because a GSO or
+//! GRO super-packet can carry 64 KiB or more, and a record (header and 4 KiB)
+//! is built in a per-CPU scratch map since it does not fit the 512-byte stack.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    bindings::TC_ACT_UNSPEC,
+    helpers::{
+        bpf_ktime_get_ns,
+        generated::{bpf_loop, bpf_skb_load_bytes},
+    },
+    macros::{classifier, map},
+    maps::{HashMap, PerCpuArray, RingBuf},
+    programs::TcContext,
+};
+use core::ffi::c_void;
+use stoa_tap_abi::{
+    counter, tcp_flags, Record, RecordHeader, CHUNK, CHUNK_FIRST, CHUNK_LAST, FAMILY_V4, FAMILY_V6,
+    HEADER_LEN, HOOK_EGRESS, HOOK_INGRESS, MAX_CHUNKS, MAX_PORTS,
+};
+
+/// Watched TCP ports (host order); set by userspace at start and on reload.
+#[map(name = "PORTS")]
+static PORTS: HashMap<u16, u8> = HashMap::with_max_entries(MAX_PORTS, 0);
+
+/// Records for userspace. Userspace sets the real size at load time.
+#[map(name = "EVENTS")]
+static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
+
+/// Per-CPU counters, indexed by `stoa_tap_abi::counter`.
+#[map(name = "COUNTERS")]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+/// One record under construction per CPU.
+#[map(name = "SCRATCH")]
+static SCRATCH: PerCpuArray<Record> = PerCpuArray::with_max_entries(1, 0);
+
+const ETH_HLEN: usize = 14;
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88a8;
+const IPPROTO_TCP: u8 = 6;
+
+/// Watches packets entering the interface.
+#[classifier]
+pub fn stoa_tap_ingress(ctx: TcContext) -> i32 {
+    let _ = observe(&ctx, HOOK_INGRESS);
+    TC_ACT_UNSPEC
+}
+
+/// Watches packets leaving the interface.
+#[classifier]
+pub fn stoa_tap_egress(ctx: TcContext) -> i32 {
+    let _ = observe(&ctx, HOOK_EGRESS);
+    TC_ACT_UNSPEC
+}
+
+#[inline(always)]
+fn count(index: u32, n: u64) {
+    if let Some(p) = COUNTERS.get_ptr_mut(index) {
+        // Per-CPU value, and a TC program is not preempted: no atomics needed.
+        unsafe { *p += n };
+    }
+}
+
+#[inline(always)]
+fn watched(port: u16) -> bool {
+    PORTS.get_ptr(port).is_some()
+}
+
+/// Why a packet was not recorded; only `Malformed` is counted here, the
+/// other reasons are counted where they are found or are not of interest.
+enum Skip {
+    NotWatched,
+    Malformed,
+}
+
+impl From<i64> for Skip {
+    fn from(_: i64) -> Self {
+        Skip::Malformed
+    }
+}
+
+/// State handed to the chunk callback.
+#[repr(C)]
+struct Chunks {
+    skb: *mut c_void,
+    header: RecordHeader,
+    /// Offset of the TCP payload in the packet.
+    payload_off: u32,
+    /// Payload bytes of the segment.
+    payload_len: u32,
+    /// Chunks to emit.
+    chunks: u32,
+}
+
+fn observe(ctx: &TcContext, hook: u8) -> Result<(), Skip> {
+    count(counter::PACKETS, 1);
+    match parse(ctx, hook) {
+        Ok(()) => Ok(()),
+        Err(Skip::Malformed) => {
+            count(counter::MALFORMED, 1);
+            Err(Skip::Malformed)
+        }
+        Err(s) => Err(s),
+    }
+}
+
+#[inline(always)]
+fn load_u8(ctx: &TcContext, off: usize) -> Result<u8, Skip> {
+    Ok(ctx.load::<u8>(off)?)
+}
+
+#[inline(always)]
+fn load_be16(ctx: &TcContext, off: usize) -> Result<u16, Skip> {
+    Ok(u16::from_be(ctx.load::<u16>(off)?))
+}
+
+#[inline(always)]
+fn load_be32(ctx: &TcContext, off: usize) -> Result<u32, Skip> {
+    Ok(u32::from_be(ctx.load::<u32>(off)?))
+}
+
+fn parse(ctx: &TcContext, hook: u8) -> Result<(), Skip> {
+    let skb_len = ctx.len() as usize;
+    let mut l3 = ETH_HLEN;
+    let mut ethertype = load_be16(ctx, 12)?;
+    if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
+        ethertype = load_be16(ctx, 16)?;
+        l3 += 4;
+    }
+    let mut header = RecordHeader {
+        hook,
+        ..RecordHeader::default()
+    };
+    let (l4, l3_end) = match ethertype {
+        ETH_P_IP => {
+            let vihl = load_u8(ctx, l3)?;
+            let ihl = usize::from(vihl & 0x0f) * 4;
+            if vihl >> 4 != 4 || ihl < 20 {
+                return Err(Skip::Malformed);
+            }
+            if load_u8(ctx, l3 + 9)? != IPPROTO_TCP {
+                return Err(Skip::NotWatched);
+            }
+            // More-fragments or a fragment offset: not reassembled here.
+            if load_be16(ctx, l3 + 6)? & 0x3fff != 0 {
+                count(counter::FRAGMENTS, 1);
+                return Err(Skip::NotWatched);
+            }
+            // A GSO super-packet may carry total length 0 (BIG TCP): the skb
+            // length is then the truth. Otherwise the IP length excludes any
+            // Ethernet padding.
+            let tot = usize::from(load_be16(ctx, l3 + 2)?);
+            let end = if tot == 0 { skb_len } else { l3 + tot };
+            header.family = FAMILY_V4;
+            header.saddr[..4].copy_from_slice(&ctx.load::<[u8; 4]>(l3 + 12)?);
+            header.daddr[..4].copy_from_slice(&ctx.load::<[u8; 4]>(l3 + 16)?);
+            (l3 + ihl, end.min(skb_len))
+        }
+        ETH_P_IPV6 => {
+            let next = load_u8(ctx, l3 + 6)?;
+            if next != IPPROTO_TCP {
+                // Hop-by-hop, routing, fragment, destination options, AH.
+                if matches!(next, 0 | 43 | 44 | 60 | 51) {
+                    count(counter::IPV6_EXTENSIONS, 1);
+                }
+                return Err(Skip::NotWatched);
+            }
+            let plen = usize::from(load_be16(ctx, l3 + 4)?);
+            let end = if plen == 0 { skb_len } else { l3 + 40 + plen };
+            header.family = FAMILY_V6;
+            header.saddr = ctx.load::<[u8; 16]>(l3 + 8)?;
+            header.daddr = ctx.load::<[u8; 16]>(l3 + 24)?;
+            (l3 + 40, end.min(skb_len))
+        }
+        _ => return Err(Skip::NotWatched),
+    };
+    header.sport = load_be16(ctx, l4)?;
+    header.dport = load_be16(ctx, l4 + 2)?;
+    if !watched(header.sport) && !watched(header.dport) {
+        return Err(Skip::NotWatched);
+    }
+    header.seq = load_be32(ctx, l4 + 4)?;
+    header.ack = load_be32(ctx, l4 + 8)?;
+    let doff = usize::from(load_u8(ctx, l4 + 12)? >> 4) * 4;
+    header.tcp_flags = load_u8(ctx, l4 + 13)?;
+    let payload_off = l4 + doff;
+    if doff < 20 || payload_off > l3_end {
+        return Err(Skip::Malformed);
+    }
+    count(counter::SEGMENTS, 1);
+    let payload_len = (l3_end - payload_off) as u32;
+    // Pure ACKs carry nothing the analyzer needs that the next data segment
+    // does not carry too; skipping them halves the ring traffic.
+    if payload_len == 0
+        && header.tcp_flags & (tcp_flags::SYN | tcp_flags::FIN | tcp_flags::RST) == 0
+    {
+        return Ok(());
+    }
+    let mut chunks = payload_len.div_ceil(CHUNK as u32).max(1);
+    if chunks > MAX_CHUNKS {
+        chunks = MAX_CHUNKS;
+        count(counter::CUT_SEGMENTS, 1);
+    }
+    if chunks > 1 {
+        count(counter::MULTI_CHUNK_SEGMENTS, 1);
+    }
+    header.ts_ns = unsafe { bpf_ktime_get_ns() };
+    header.payload_len = payload_len;
+    header.ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    let mut state = Chunks {
+        skb: ctx.skb.skb.cast(),
+        header,
+        payload_off: payload_off as u32,
+        payload_len,
+        chunks,
+    };
+    unsafe {
+        bpf_loop(
+            chunks,
+            emit_chunk as *mut c_void,
+            (&mut state as *mut Chunks).cast(),
+            0,
+        );
+    }
+    Ok(())
+}
+
+/// `bpf_loop` callback: emits chunk `index`; returns 1 to stop the loop.
+unsafe extern "C" fn emit_chunk(index: u64, data: *mut c_void) -> i64 {
+    let state = unsafe { &*(data as *const Chunks) };
+    let Some(rec) = SCRATCH.get_ptr_mut(0) else {
+        return 1;
+    };
+    let rec = unsafe { &mut *rec };
+    let off = (index as u32).wrapping_mul(CHUNK as u32);
+    let remaining = state.payload_len.saturating_sub(off);
+    let len = if remaining > CHUNK as u32 {
+        CHUNK as u32
+    } else {
+        remaining
+    };
+    rec.header = state.header;
+    rec.header.chunk_offset = off;
+    rec.header.chunk_len = len;
+    let mut flags = 0;
+    if index == 0 {
+        flags |= CHUNK_FIRST;
+    } else {
+        // SYN belongs to the first chunk only.
+        rec.header.tcp_flags &= !tcp_flags::SYN;
+    }
+    if index + 1 >= u64::from(state.chunks) {
+        flags |= CHUNK_LAST;
+    } else {
+        // FIN and RST come after the payload: last chunk only.
+        rec.header.tcp_flags &= !(tcp_flags::FIN | tcp_flags::RST);
+    }
+    rec.header.chunk_flags = flags;
+    if len > 0 {
+        // The verifier must see 0 < n <= CHUNK at the helper call; hide `len`'s
+        // known range from LLVM so that it keeps the mask and the +1 the
+        // verifier can follow.
+        let n = (core::hint::black_box(len).wrapping_sub(1) & (CHUNK as u32 - 1)) + 1;
+        let r = unsafe {
+            bpf_skb_load_bytes(
+                state.skb,
+                state.payload_off.wrapping_add(off),
+                rec.data.as_mut_ptr().cast(),
+                n,
+            )
+        };
+        if r < 0 {
+            count(counter::LOAD_ERRORS, u64::from(remaining));
+            return 1;
+        }
+    }
+    // Same for the size of the ring-buffer copy: at most the record.
+    let total = HEADER_LEN + (core::hint::black_box(len) as usize & (2 * CHUNK - 1)).min(CHUNK);
+    let bytes = unsafe { core::slice::from_raw_parts((rec as *const Record).cast::<u8>(), total) };
+    match EVENTS.output::<[u8]>(bytes, 0) {
+        Ok(()) => {
+            count(counter::RECORDS, 1);
+            count(counter::PAYLOAD_BYTES, u64::from(len));
+            0
+        }
+        Err(_) => {
+            // The rest of this segment would not fit either: count it all.
+            count(
+                counter::RING_FULL,
+                u64::from(state.chunks).saturating_sub(index),
+            );
+            count(counter::RING_FULL_BYTES, u64::from(remaining));
+            1
+        }
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+/// The kernel reads the program's license from this section. No GPL-only
+/// helper is used.
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 11] = *b"Apache-2.0\0";

@@ -1,0 +1,277 @@
+//! Loading, attaching and reading the probe (aya).
+
+use super::{
+    segment_of, ProbeConfig, ProbeError, ProbeSegment, ProbeStats, RecordSkip, SegmentSink,
+};
+use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
+use aya::programs::{tc::SchedClassifierLinkId, SchedClassifier, TcAttachType};
+use aya::{Ebpf, EbpfLoader};
+use rustix::event::{poll, PollFd, PollFlags};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use stoa_tap_abi::{counter, names};
+
+/// The probe object, built by build.rs from `stoa-tap-ebpf/`.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/stoa-tap-probe.o"));
+
+/// Most records handed to the sink in one batch.
+const BATCH: usize = 512;
+
+#[derive(Default)]
+struct ReaderCounters {
+    records_read: AtomicU64,
+    records_malformed: AtomicU64,
+    segments_delivered: AtomicU64,
+    payload_bytes_delivered: AtomicU64,
+}
+
+/// A loaded and attached probe with its reader thread.
+pub(super) struct Running {
+    ports: Arc<Mutex<HashMap<MapData, u16, u8>>>,
+    counters: Arc<PerCpuArray<MapData, u64>>,
+    reader: Arc<ReaderCounters>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> ProbeError {
+    move |e| ProbeError::Map {
+        map,
+        message: e.to_string(),
+    }
+}
+
+/// Ring sizes must be a power-of-two number of pages.
+fn ring_size(requested: u32) -> u32 {
+    requested.clamp(4096, 1 << 30).next_power_of_two()
+}
+
+pub(super) fn start(cfg: ProbeConfig, sink: SegmentSink) -> Result<Running, ProbeError> {
+    let mut ebpf = EbpfLoader::new()
+        .map_max_entries(names::EVENTS, ring_size(cfg.ring_bytes))
+        .load(OBJECT)
+        .map_err(|e| ProbeError::Load(format!("{e}")))?;
+
+    let mut ports: HashMap<MapData, u16, u8> = ebpf
+        .take_map(names::PORTS)
+        .ok_or_else(|| ProbeError::Load("no PORTS map in the object".into()))?
+        .try_into()
+        .map_err(map_err(names::PORTS))?;
+    for p in &cfg.ports {
+        ports.insert(p, 1, 0).map_err(map_err(names::PORTS))?;
+    }
+    let counters: PerCpuArray<MapData, u64> = ebpf
+        .take_map(names::COUNTERS)
+        .ok_or_else(|| ProbeError::Load("no COUNTERS map in the object".into()))?
+        .try_into()
+        .map_err(map_err(names::COUNTERS))?;
+    let ring: RingBuf<MapData> = ebpf
+        .take_map(names::EVENTS)
+        .ok_or_else(|| ProbeError::Load("no EVENTS map in the object".into()))?
+        .try_into()
+        .map_err(map_err(names::EVENTS))?;
+
+    let (want_in, want_out) = cfg.hooks.resolve(&cfg.interface);
+    let mut links = Vec::new();
+    for (wanted, name, hook, kind) in [
+        (
+            want_in,
+            "stoa_tap_ingress",
+            "ingress",
+            TcAttachType::Ingress,
+        ),
+        (want_out, "stoa_tap_egress", "egress", TcAttachType::Egress),
+    ] {
+        if !wanted {
+            continue;
+        }
+        let prog: &mut SchedClassifier = ebpf
+            .program_mut(name)
+            .ok_or_else(|| ProbeError::Load(format!("no program {name} in the object")))?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| ProbeError::Load(e.to_string()))?;
+        prog.load()
+            .map_err(|e| ProbeError::Load(verifier_message(&e)))?;
+        let id = prog
+            .attach(&cfg.interface, kind)
+            .map_err(|e| ProbeError::Attach {
+                interface: cfg.interface.clone(),
+                hook,
+                message: e.to_string(),
+            })?;
+        tracing::info!(interface = %cfg.interface, hook, "eBPF probe attached");
+        links.push((name, id));
+    }
+
+    let reader = Arc::new(ReaderCounters::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let (rc, st) = (reader.clone(), stop.clone());
+    let interface = cfg.interface.clone();
+    let thread = std::thread::Builder::new()
+        .name("stoa-ebpf".into())
+        .spawn(move || {
+            let (mut ring, mut sink) = (ring, sink);
+            read_loop(&mut ring, &mut sink, &rc, &st);
+            // Detach, then take what the probe wrote before it was detached.
+            detach(&mut ebpf, links, &interface);
+            drain(&mut ring, &mut sink, &rc, clock_offset_ns());
+        })?;
+    Ok(Running {
+        ports: Arc::new(Mutex::new(ports)),
+        counters: Arc::new(counters),
+        reader,
+        stop,
+        thread: Some(thread),
+    })
+}
+
+/// The verifier's log is long; its last lines say why.
+fn verifier_message(e: &aya::programs::ProgramError) -> String {
+    let text = format!("{e:#}");
+    if let aya::programs::ProgramError::LoadError { verifier_log, .. } = e {
+        let log = verifier_log.to_string();
+        let tail: Vec<&str> = log.lines().rev().take(12).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        return format!("{text}\n{}", tail.join("\n"));
+    }
+    text
+}
+
+fn detach(ebpf: &mut Ebpf, links: Vec<(&'static str, SchedClassifierLinkId)>, interface: &str) {
+    for (name, id) in links {
+        let prog: Option<&mut SchedClassifier> =
+            ebpf.program_mut(name).and_then(|p| p.try_into().ok());
+        if let Some(prog) = prog {
+            match prog.detach(id) {
+                Ok(()) => tracing::info!(interface, program = name, "eBPF probe detached"),
+                Err(e) => {
+                    tracing::warn!(interface, program = name, error = %e, "eBPF probe detach")
+                }
+            }
+        }
+    }
+}
+
+/// Clock offset that turns CLOCK_MONOTONIC (the probe's `bpf_ktime_get_ns`)
+/// into nanoseconds since the Unix epoch.
+fn clock_offset_ns() -> i128 {
+    let mono = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    let mono = i128::from(mono.tv_sec) * 1_000_000_000 + i128::from(mono.tv_nsec);
+    i128::from(crate::source::now_ns()) - mono
+}
+
+fn read_loop(
+    ring: &mut RingBuf<MapData>,
+    sink: &mut SegmentSink,
+    counters: &ReaderCounters,
+    stop: &AtomicBool,
+) {
+    // poll(2) wakes the thread when the probe submits records; the timeout
+    // bounds how long a stop request waits.
+    let timeout = rustix::time::Timespec {
+        tv_sec: 0,
+        tv_nsec: 100_000_000,
+    };
+    let mut offset = clock_offset_ns();
+    let mut last_sync = std::time::Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        let mut fds = [PollFd::new(&*ring, PollFlags::IN)];
+        match poll(&mut fds, Some(&timeout)) {
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => {
+                tracing::error!(error = %e, "eBPF reader: poll failed");
+                break;
+            }
+        }
+        drain(ring, sink, counters, offset);
+        // NTP may slew the wall clock: follow it.
+        if last_sync.elapsed() >= std::time::Duration::from_secs(1) {
+            offset = clock_offset_ns();
+            last_sync = std::time::Instant::now();
+        }
+    }
+}
+
+fn drain(ring: &mut RingBuf<MapData>, sink: &mut SegmentSink, c: &ReaderCounters, offset: i128) {
+    let mut batch: Vec<ProbeSegment> = Vec::with_capacity(64);
+    while let Some(item) = ring.next() {
+        c.records_read.fetch_add(1, Ordering::Relaxed);
+        match segment_of(&item, offset) {
+            Ok(seg) => batch.push(seg),
+            Err(RecordSkip::Malformed) | Err(RecordSkip::BadFamily) => {
+                c.records_malformed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        drop(item);
+        if batch.len() >= BATCH {
+            deliver(&mut batch, sink, c);
+        }
+    }
+    deliver(&mut batch, sink, c);
+}
+
+fn deliver(batch: &mut Vec<ProbeSegment>, sink: &mut SegmentSink, c: &ReaderCounters) {
+    if batch.is_empty() {
+        return;
+    }
+    let bytes: usize = batch.iter().map(|s| s.payload.len()).sum();
+    c.segments_delivered
+        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+    c.payload_bytes_delivered
+        .fetch_add(bytes as u64, Ordering::Relaxed);
+    sink(std::mem::replace(batch, Vec::with_capacity(64)));
+}
+
+impl Running {
+    pub(super) fn stats(&self) -> ProbeStats {
+        let mut kernel = std::collections::BTreeMap::new();
+        for (i, name) in counter::NAMES.iter().enumerate() {
+            let v = self
+                .counters
+                .get(&(i as u32), 0)
+                .map(|per_cpu| per_cpu.iter().copied().fold(0u64, u64::wrapping_add))
+                .unwrap_or(0);
+            kernel.insert(*name, v);
+        }
+        ProbeStats {
+            kernel,
+            records_read: self.reader.records_read.load(Ordering::Relaxed),
+            records_malformed: self.reader.records_malformed.load(Ordering::Relaxed),
+            segments_delivered: self.reader.segments_delivered.load(Ordering::Relaxed),
+            payload_bytes_delivered: self.reader.payload_bytes_delivered.load(Ordering::Relaxed),
+        }
+    }
+
+    pub(super) fn set_ports(&self, wanted: &[u16]) -> Result<(), ProbeError> {
+        let mut map = self.ports.lock().map_err(|_| ProbeError::Map {
+            map: names::PORTS,
+            message: "lock poisoned".into(),
+        })?;
+        let current: Vec<u16> = map.keys().filter_map(Result::ok).collect();
+        for p in current.iter().filter(|p| !wanted.contains(p)) {
+            map.remove(p).map_err(map_err(names::PORTS))?;
+        }
+        for p in wanted.iter().filter(|p| !current.contains(p)) {
+            map.insert(p, 1, 0).map_err(map_err(names::PORTS))?;
+        }
+        tracing::info!(ports = ?wanted, "eBPF probe ports updated");
+        Ok(())
+    }
+
+    pub(super) fn stop(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
