@@ -172,20 +172,18 @@ fn parse(ctx: &TcContext, hook: u8) -> Result<(), Skip> {
             (l3 + ihl, end.min(skb_len))
         }
         ETH_P_IPV6 => {
-            let next = load_u8(ctx, l3 + 6)?;
-            if next != IPPROTO_TCP {
-                // Hop-by-hop, routing, fragment, destination options, AH.
-                if matches!(next, 0 | 43 | 44 | 60 | 51) {
-                    count(counter::IPV6_EXTENSIONS, 1);
-                }
-                return Err(Skip::NotWatched);
-            }
             let plen = usize::from(load_be16(ctx, l3 + 4)?);
+            // Payload length 0 with a Hop-by-Hop jumbo option: a BIG TCP
+            // super-packet (lo, some NICs); the skb length is the truth.
             let end = if plen == 0 { skb_len } else { l3 + 40 + plen };
             header.family = FAMILY_V6;
             header.saddr = ctx.load::<[u8; 16]>(l3 + 8)?;
             header.daddr = ctx.load::<[u8; 16]>(l3 + 24)?;
-            (l3 + 40, end.min(skb_len))
+            let (l4, next) = skip_ipv6_extensions(ctx, l3)?;
+            if next != IPPROTO_TCP {
+                return Err(Skip::NotWatched);
+            }
+            (l4, end.min(skb_len))
         }
         _ => return Err(Skip::NotWatched),
     };
@@ -238,6 +236,38 @@ fn parse(ctx: &TcContext, hook: u8) -> Result<(), Skip> {
         );
     }
     Ok(())
+}
+
+/// Walks the IPv6 extension headers that may precede TCP (Hop-by-Hop,
+/// Routing, Destination Options, AH); returns the offset and protocol of
+/// the header after them. Fragments and longer chains are counted and
+/// skipped.
+#[inline(always)]
+fn skip_ipv6_extensions(ctx: &TcContext, l3: usize) -> Result<(usize, u8), Skip> {
+    let mut next = load_u8(ctx, l3 + 6)?;
+    let mut off = l3 + 40;
+    for _ in 0..4 {
+        match next {
+            // Hop-by-Hop, Routing, Destination Options: length in 8-octet
+            // units, not counting the first 8.
+            0 | 43 | 60 => {
+                let len = (usize::from(load_u8(ctx, off + 1)?) + 1) * 8;
+                next = load_u8(ctx, off)?;
+                off += len;
+            }
+            // AH: length in 4-octet units, minus 2.
+            51 => {
+                let len = (usize::from(load_u8(ctx, off + 1)?) + 2) * 4;
+                next = load_u8(ctx, off)?;
+                off += len;
+            }
+            _ => return Ok((off, next)),
+        }
+    }
+    if matches!(next, 0 | 43 | 44 | 51 | 60) {
+        count(counter::IPV6_EXTENSIONS, 1);
+    }
+    Ok((off, next))
 }
 
 /// `bpf_loop` callback: emits chunk `index`; returns 1 to stop the loop.

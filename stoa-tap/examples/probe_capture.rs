@@ -3,7 +3,10 @@
 //! ```text
 //! probe_capture --iface t0 [--port 5555]... [--direction auto|ingress|egress|both]
 //!               [--ring-mb 64] [--seconds N] [--no-exchanges] [--sample-bytes N]
+//! probe_capture --attached t0
 //! ```
+//! `--attached` prints the TCX programs attached to the interface as JSON
+//! (`[["ingress","stoa_tap_ingress"],...]`) and exits.
 //! Stops after `--seconds` or on SIGTERM/SIGINT. Output on stdout, one JSON
 //! object per line: `{"type":"ready"}` once attached, then one
 //! `{"type":"exchange",...}` per exchange (method, target, status, body
@@ -108,6 +111,7 @@ fn print(engine: &mut Engine, out: &mut dyn Write, print: bool) {
         });
         let line = serde_json::json!({
             "type": "exchange",
+            "server": ex.flow.server.to_string(),
             "method": ex.request.method,
             "target": ex.request.target,
             "status": resp.map(|r| r.status),
@@ -128,6 +132,18 @@ fn main() {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some("--attached") {
+        let iface = argv.get(2).map(String::as_str).unwrap_or("lo");
+        match ebpf::attached(iface) {
+            Ok(list) => println!("{}", serde_json::json!(list)),
+            Err(e) => {
+                eprintln!("probe_capture: {e}");
+                std::process::exit(1);
+            }
+        }
+        return;
+    }
     let args = match parse_args() {
         Ok(a) => a,
         Err(e) => {

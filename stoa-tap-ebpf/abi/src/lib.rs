@@ -126,7 +126,8 @@ pub mod counter {
     pub const MALFORMED: u32 = 8;
     /// IPv4 fragments (not reassembled; skipped).
     pub const FRAGMENTS: u32 = 9;
-    /// IPv6 packets whose TCP header follows extension headers (skipped).
+    /// IPv6 packets whose TCP header could not be reached: a fragment, or
+    /// more than four extension headers (skipped).
     pub const IPV6_EXTENSIONS: u32 = 10;
     /// Payload bytes that `bpf_skb_load_bytes` failed to read.
     pub const LOAD_ERRORS: u32 = 11;

@@ -232,6 +232,21 @@ pub fn start(cfg: ProbeConfig, sink: SegmentSink) -> Result<ProbeHandle, ProbeEr
     }
 }
 
+/// The TCX programs attached to `interface` (any program, not only the
+/// probe), as `(hook, program name)`: to check that the probe is attached,
+/// or that it was detached.
+pub fn attached(interface: &str) -> Result<Vec<(&'static str, String)>, ProbeError> {
+    #[cfg(feature = "ebpf")]
+    {
+        probe::attached(interface)
+    }
+    #[cfg(not(feature = "ebpf"))]
+    {
+        let _ = interface;
+        Err(ProbeError::Unavailable)
+    }
+}
+
 impl ProbeHandle {
     /// Counters, kernel side included.
     pub fn stats(&self) -> ProbeStats {

@@ -46,11 +46,60 @@ fn ring_size(requested: u32) -> u32 {
     requested.clamp(4096, 1 << 30).next_power_of_two()
 }
 
+/// Capabilities the probe needs that this process does not have.
+fn missing_capabilities() -> Vec<&'static str> {
+    const CAP_NET_ADMIN: u32 = 12;
+    const CAP_SYS_ADMIN: u32 = 21;
+    const CAP_PERFMON: u32 = 38;
+    const CAP_BPF: u32 = 39;
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let Some(eff) = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+    else {
+        // Unknown: let the kernel decide.
+        return Vec::new();
+    };
+    let has = |bit: u32| eff & (1u64 << bit) != 0;
+    let mut missing = Vec::new();
+    if !has(CAP_NET_ADMIN) {
+        missing.push("CAP_NET_ADMIN");
+    }
+    // CAP_SYS_ADMIN implies the other two (kernels before 5.8 only have it).
+    if !has(CAP_BPF) && !has(CAP_SYS_ADMIN) {
+        missing.push("CAP_BPF");
+    }
+    if !has(CAP_PERFMON) && !has(CAP_SYS_ADMIN) {
+        missing.push("CAP_PERFMON");
+    }
+    missing
+}
+
+/// An error and its causes on one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
 pub(super) fn start(cfg: ProbeConfig, sink: SegmentSink) -> Result<Running, ProbeError> {
+    let missing = missing_capabilities();
+    if !missing.is_empty() {
+        return Err(ProbeError::Load(format!(
+            "missing {} (the eBPF source needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON)",
+            missing.join(", ")
+        )));
+    }
     let mut ebpf = EbpfLoader::new()
         .map_max_entries(names::EVENTS, ring_size(cfg.ring_bytes))
         .load(OBJECT)
-        .map_err(|e| ProbeError::Load(format!("{e}")))?;
+        .map_err(|e| ProbeError::Load(with_hint(chain(&e))))?;
 
     let mut ports: HashMap<MapData, u16, u8> = ebpf
         .take_map(names::PORTS)
@@ -97,7 +146,7 @@ pub(super) fn start(cfg: ProbeConfig, sink: SegmentSink) -> Result<Running, Prob
             .map_err(|e| ProbeError::Attach {
                 interface: cfg.interface.clone(),
                 hook,
-                message: e.to_string(),
+                message: with_hint(chain(&e)),
             })?;
         tracing::info!(interface = %cfg.interface, hook, "eBPF probe attached");
         links.push((name, id));
@@ -125,9 +174,18 @@ pub(super) fn start(cfg: ProbeConfig, sink: SegmentSink) -> Result<Running, Prob
     })
 }
 
+/// Permission errors name the capabilities the probe needs.
+fn with_hint(message: String) -> String {
+    if message.contains("Operation not permitted") || message.contains("EPERM") {
+        format!("{message} (the eBPF source needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON)")
+    } else {
+        message
+    }
+}
+
 /// The verifier's log is long; its last lines say why.
 fn verifier_message(e: &aya::programs::ProgramError) -> String {
-    let text = format!("{e:#}");
+    let text = chain(e);
     if let aya::programs::ProgramError::LoadError { verifier_log, .. } = e {
         let log = verifier_log.to_string();
         let tail: Vec<&str> = log.lines().rev().take(12).collect();
@@ -274,4 +332,24 @@ impl Drop for Running {
             let _ = t.join();
         }
     }
+}
+
+/// Names of the TCX programs attached to `interface`, as `(hook, name)`.
+pub(super) fn attached(interface: &str) -> Result<Vec<(&'static str, String)>, ProbeError> {
+    let mut out = Vec::new();
+    for (hook, kind) in [
+        ("ingress", TcAttachType::Ingress),
+        ("egress", TcAttachType::Egress),
+    ] {
+        let (_, progs) =
+            SchedClassifier::query_tcx(interface, kind).map_err(|e| ProbeError::Attach {
+                interface: interface.to_owned(),
+                hook,
+                message: with_hint(chain(&e)),
+            })?;
+        for p in progs {
+            out.push((hook, p.name_as_str().unwrap_or("?").to_owned()));
+        }
+    }
+    Ok(out)
 }
