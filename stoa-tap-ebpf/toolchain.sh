@@ -1,7 +1,7 @@
 #!/bin/bash
 # Installs what building the eBPF probe needs, idempotently:
 #   - the pinned nightly (its LLVM must match bpf-linker's) with rust-src, for
-#     `-Z build-std=core` on the bpfel-unknown-none target;
+#     `-Z build-std=core` on the bpfel-unknown-none target, and clippy;
 #   - bpf-linker, linked against that nightly's own libLLVM so both speak the
 #     same bitcode version (Debian's LLVM is older and does not work).
 # usage: bash stoa-tap-ebpf/toolchain.sh        (prints the bpf-linker path)
@@ -11,9 +11,11 @@ TOOLCHAIN=$(sed -n 's/^channel *= *"\(.*\)"/\1/p' "$HERE/rust-toolchain.toml")
 LINKER_VERSION=0.13.0
 
 rustup toolchain list | grep -q "^$TOOLCHAIN" ||
-    rustup toolchain install "$TOOLCHAIN" --profile minimal --component rust-src >&2
-rustup component list --installed --toolchain "$TOOLCHAIN" | grep -q '^rust-src' ||
-    rustup component add rust-src --toolchain "$TOOLCHAIN" >&2
+    rustup toolchain install "$TOOLCHAIN" --profile minimal --component rust-src,clippy >&2
+for c in rust-src clippy; do
+    rustup component list --installed --toolchain "$TOOLCHAIN" | grep -q "^$c" ||
+        rustup component add "$c" --toolchain "$TOOLCHAIN" >&2
+done
 
 SYSROOT=$(rustc +"$TOOLCHAIN" --print sysroot)
 LLVM_SO=$(cd "$SYSROOT/lib" && ls libLLVM-*-rust-*.so | head -1)

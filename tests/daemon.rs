@@ -400,3 +400,28 @@ fn admin_token_is_enforced_and_sighup_reloads() {
     );
     assert_eq!(terminate(d), 0);
 }
+
+/// The `ebpf` source in a configuration: accepted (and printed) by a build
+/// with the probe, refused with the reason and exit 8 by one without it.
+#[test]
+fn ebpf_source_check_says_whether_this_build_has_the_probe() {
+    let dir = tmpdir("ebpf-check");
+    let cfg = dir.join("empty.yaml");
+    std::fs::write(&cfg, "").expect("write config");
+    let out = Command::new(bin())
+        .args(["run", "--check", "--config", cfg.to_str().expect("p")])
+        .args(["--ebpf", "lo", "--port", "5555"])
+        .output()
+        .expect("run --check");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if cfg!(feature = "ebpf") {
+        assert!(out.status.success(), "{stderr}");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains("kind: ebpf"), "{stdout}");
+        assert!(stdout.contains("direction: auto"), "{stdout}");
+    } else {
+        assert_eq!(out.status.code(), Some(8), "{stderr}");
+        assert!(stderr.contains("sources[0].kind"), "{stderr}");
+        assert!(stderr.contains("--features ebpf"), "{stderr}");
+    }
+}

@@ -33,8 +33,9 @@ if ! python3 -c 'import openapi_spec_validator, jsonschema' >/dev/null 2>&1; the
     python3 -m pip install --quiet --disable-pip-version-check --break-system-packages openapi-spec-validator
 fi
 
-# Rust components and tools.
+# Rust components and tools; the eBPF probe's pinned nightly and bpf-linker.
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
+bash stoa-tap-ebpf/toolchain.sh >/dev/null
 FUZZ_SECONDS="${FUZZ_SECONDS:-30}"
 if [ "$FUZZ_SECONDS" != 0 ] && ! command -v cargo-fuzz >/dev/null 2>&1; then
   cargo install cargo-fuzz --locked
@@ -42,12 +43,18 @@ fi
 
 echo "== fmt"
 cargo fmt --all --check
+(cd stoa-tap-ebpf && cargo +stable fmt --check)
 echo "== clippy"
 cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy --workspace --all-targets --features stoa-tap/ebpf -- -D warnings
+(cd stoa-tap-ebpf && cargo clippy --release --locked -- -D warnings)
 echo "== tests"
 /usr/bin/python3 tests/fidelity/test_score.py
 log="$(mktemp)"
-cargo test --workspace 2>&1 | tee "$log"
+# Everything with the eBPF source built in, then what a build without it
+# says when the source is asked for.
+cargo test --workspace --features stoa-tap/ebpf 2>&1 | tee "$log"
+cargo test -p stoa-tap --lib --test daemon -- ebpf 2>&1 | tee -a "$log"
 
 if [ "$FUZZ_SECONDS" != 0 ]; then
   echo "== fuzz (${FUZZ_SECONDS}s per target)"
