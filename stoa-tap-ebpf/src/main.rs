@@ -16,7 +16,7 @@
 #![no_main]
 
 use aya_ebpf::{
-    bindings::TC_ACT_UNSPEC,
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, TC_ACT_UNSPEC},
     helpers::{
         bpf_ktime_get_ns,
         generated::{bpf_loop, bpf_skb_load_bytes},
@@ -38,6 +38,13 @@ static PORTS: HashMap<u16, u8> = HashMap::with_max_entries(MAX_PORTS, 0);
 /// Records for userspace. Userspace sets the real size at load time.
 #[map(name = "EVENTS")]
 static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
+
+/// Bytes waiting in the ring above which a record wakes the reader up; below
+/// it the reader drains on its own timer. A wake-up per record would cost an
+/// irq_work on the traffic's path for every segment. Set by userspace at load
+/// time (aya rewrites this read-only global).
+#[unsafe(no_mangle)]
+static WAKEUP_BYTES: u64 = 1 << 20;
 
 /// Per-CPU counters, indexed by `stoa_tap_abi::counter`.
 #[map(name = "COUNTERS")]
@@ -322,7 +329,13 @@ unsafe extern "C" fn emit_chunk(index: u64, data: *mut c_void) -> i64 {
     // Same for the size of the ring-buffer copy: at most the record.
     let total = HEADER_LEN + (core::hint::black_box(len) as usize & (2 * CHUNK - 1)).min(CHUNK);
     let bytes = unsafe { core::slice::from_raw_parts((rec as *const Record).cast::<u8>(), total) };
-    match EVENTS.output::<[u8]>(bytes, 0) {
+    let pending = EVENTS.query(u64::from(BPF_RB_AVAIL_DATA));
+    let wake = if pending >= unsafe { core::ptr::read_volatile(&WAKEUP_BYTES) } {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    };
+    match EVENTS.output::<[u8]>(bytes, u64::from(wake)) {
         Ok(()) => {
             count(counter::RECORDS, 1);
             count(counter::PAYLOAD_BYTES, u64::from(len));

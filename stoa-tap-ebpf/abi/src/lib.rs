@@ -161,6 +161,9 @@ pub mod names {
     pub const EVENTS: &str = "EVENTS";
     /// `PerCpuArray<u64>` of [`super::counter`] values.
     pub const COUNTERS: &str = "COUNTERS";
+    /// `u64` global: bytes pending in the ring above which the probe wakes
+    /// the reader (below, the reader drains on a timer).
+    pub const WAKEUP_BYTES: &str = "WAKEUP_BYTES";
 }
 
 /// Splits a record read from the ring buffer into its header and payload.

@@ -14,6 +14,9 @@ use stoa_tap_abi::{counter, names};
 /// The probe object, built by build.rs from `stoa-tap-ebpf/`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/stoa-tap-probe.o"));
 
+/// How often the reader drains the ring when the probe does not wake it.
+const DRAIN_INTERVAL: std::time::Duration = std::time::Duration::from_millis(5);
+
 /// Most records handed to the sink in one batch.
 const BATCH: usize = 512;
 
@@ -96,8 +99,12 @@ pub(super) fn start(cfg: ProbeConfig, sink: SegmentSink) -> Result<Running, Prob
             missing.join(", ")
         )));
     }
+    let ring_bytes = ring_size(cfg.ring_bytes);
+    // Wake the reader early only when an eighth of the ring is waiting.
+    let wakeup = u64::from(ring_bytes / 8);
     let mut ebpf = EbpfLoader::new()
-        .map_max_entries(names::EVENTS, ring_size(cfg.ring_bytes))
+        .map_max_entries(names::EVENTS, ring_bytes)
+        .override_global(names::WAKEUP_BYTES, &wakeup, true)
         .load(OBJECT)
         .map_err(|e| ProbeError::Load(with_hint(chain(&e))))?;
 
@@ -121,6 +128,17 @@ pub(super) fn start(cfg: ProbeConfig, sink: SegmentSink) -> Result<Running, Prob
         .map_err(map_err(names::EVENTS))?;
 
     let (want_in, want_out) = cfg.hooks.resolve(&cfg.interface);
+    // Before Linux 6.6 there is no TCX: aya attaches a filter to the clsact
+    // qdisc, which must exist (it does not touch the traffic by itself).
+    let tcx = aya::util::KernelVersion::current()
+        .map(|v| v >= aya::util::KernelVersion::new(6, 6, 0))
+        .unwrap_or(true);
+    if !tcx {
+        if let Err(e) = aya::programs::tc::qdisc_add_clsact(&cfg.interface) {
+            // Already there is fine; anything else shows up at attach time.
+            tracing::debug!(interface = %cfg.interface, error = %e, "clsact qdisc");
+        }
+    }
     let mut links = Vec::new();
     for (wanted, name, hook, kind) in [
         (
@@ -224,11 +242,12 @@ fn read_loop(
     counters: &ReaderCounters,
     stop: &AtomicBool,
 ) {
-    // poll(2) wakes the thread when the probe submits records; the timeout
-    // bounds how long a stop request waits.
+    // The probe wakes this thread only when the ring fills up (see
+    // WAKEUP_BYTES); otherwise it drains every DRAIN_INTERVAL, so that the
+    // cost is per batch, not per segment.
     let timeout = rustix::time::Timespec {
         tv_sec: 0,
-        tv_nsec: 100_000_000,
+        tv_nsec: DRAIN_INTERVAL.as_nanos() as i64,
     };
     let mut offset = clock_offset_ns();
     let mut last_sync = std::time::Instant::now();
