@@ -22,18 +22,18 @@ use aya_ebpf::{
         generated::{bpf_loop, bpf_skb_load_bytes},
     },
     macros::{classifier, map},
-    maps::{HashMap, PerCpuArray, RingBuf},
+    maps::{Array, PerCpuArray, RingBuf},
     programs::TcContext,
 };
 use core::ffi::c_void;
 use stoa_tap_abi::{
-    counter, tcp_flags, Record, RecordHeader, CHUNK, CHUNK_FIRST, CHUNK_LAST, FAMILY_V4, FAMILY_V6,
-    HEADER_LEN, HOOK_EGRESS, HOOK_INGRESS, MAX_CHUNKS, MAX_PORTS,
+    counter, port_watched, tcp_flags, PortBitmap, Record, RecordHeader, CHUNK, CHUNK_FIRST,
+    CHUNK_LAST, FAMILY_V4, FAMILY_V6, HEADER_LEN, HOOK_EGRESS, HOOK_INGRESS, MAX_CHUNKS,
 };
 
 /// Watched TCP ports (host order); set by userspace at start and on reload.
 #[map(name = "PORTS")]
-static PORTS: HashMap<u16, u8> = HashMap::with_max_entries(MAX_PORTS, 0);
+static PORTS: Array<PortBitmap> = Array::with_max_entries(1, 0);
 
 /// Records for userspace. Userspace sets the real size at load time.
 #[map(name = "EVENTS")]
@@ -84,8 +84,11 @@ fn count(index: u32, n: u64) {
 }
 
 #[inline(always)]
-fn watched(port: u16) -> bool {
-    PORTS.get_ptr(port).is_some()
+fn watched(sport: u16, dport: u16) -> bool {
+    match PORTS.get(0) {
+        Some(bits) => port_watched(bits, sport) || port_watched(bits, dport),
+        None => false,
+    }
 }
 
 /// Why a packet was not recorded; only `Malformed` is counted here, the
@@ -93,6 +96,8 @@ fn watched(port: u16) -> bool {
 enum Skip {
     NotWatched,
     Malformed,
+    /// Headers outside the skb's linear part (retried with helper reads).
+    NotLinear,
 }
 
 impl From<i64> for Skip {
@@ -116,7 +121,15 @@ struct Chunks {
 
 fn observe(ctx: &TcContext, hook: u8) -> Result<(), Skip> {
     count(counter::PACKETS, 1);
-    match parse(ctx, hook) {
+    let linear = Linear {
+        start: ctx.data(),
+        end: ctx.data_end(),
+    };
+    let r = match parse(&linear, ctx, hook) {
+        Err(Skip::NotLinear) => parse(&Helper(ctx), ctx, hook),
+        r => r,
+    };
+    match r {
         Ok(()) => Ok(()),
         Err(Skip::Malformed) => {
             count(counter::MALFORMED, 1);
@@ -126,27 +139,74 @@ fn observe(ctx: &TcContext, hook: u8) -> Result<(), Skip> {
     }
 }
 
-#[inline(always)]
-fn load_u8(ctx: &TcContext, off: usize) -> Result<u8, Skip> {
-    Ok(ctx.load::<u8>(off)?)
+/// Reads header fields from the packet.
+trait Headers {
+    fn read<T: Copy>(&self, off: usize) -> Result<T, Skip>;
+
+    #[inline(always)]
+    fn u8(&self, off: usize) -> Result<u8, Skip> {
+        self.read::<u8>(off)
+    }
+
+    #[inline(always)]
+    fn be16(&self, off: usize) -> Result<u16, Skip> {
+        Ok(u16::from_be(self.read::<u16>(off)?))
+    }
+
+    #[inline(always)]
+    fn be32(&self, off: usize) -> Result<u32, Skip> {
+        Ok(u32::from_be(self.read::<u32>(off)?))
+    }
 }
 
-#[inline(always)]
-fn load_be16(ctx: &TcContext, off: usize) -> Result<u16, Skip> {
-    Ok(u16::from_be(ctx.load::<u16>(off)?))
+/// Most header bytes looked at: Ethernet, VLAN, IPv6 with extension headers,
+/// TCP with options. Also the bound the verifier needs on variable offsets.
+const MAX_HEADER_OFF: usize = 1024;
+
+/// Direct access to the skb's linear part: no helper call per field. Headers
+/// are linear in practice; when they are not, `NotLinear` sends the packet
+/// to the [`Helper`] path.
+struct Linear {
+    start: usize,
+    end: usize,
 }
 
-#[inline(always)]
-fn load_be32(ctx: &TcContext, off: usize) -> Result<u32, Skip> {
-    Ok(u32::from_be(ctx.load::<u32>(off)?))
+impl Headers for Linear {
+    #[inline(always)]
+    fn read<T: Copy>(&self, off: usize) -> Result<T, Skip> {
+        if off > MAX_HEADER_OFF {
+            return Err(Skip::NotLinear);
+        }
+        // Opaque to LLVM, so that it compares this pointer with `end` as
+        // written instead of rewriting the check into scalar arithmetic the
+        // verifier cannot relate to the pointer.
+        let p = core::hint::black_box(self.start + off);
+        if p + core::mem::size_of::<T>() > self.end {
+            return Err(Skip::NotLinear);
+        }
+        Ok(unsafe { core::ptr::read_unaligned(p as *const T) })
+    }
 }
 
-fn parse(ctx: &TcContext, hook: u8) -> Result<(), Skip> {
+/// `bpf_skb_load_bytes` per field: works on any skb layout.
+struct Helper<'a>(&'a TcContext);
+
+impl Headers for Helper<'_> {
+    #[inline(always)]
+    fn read<T: Copy>(&self, off: usize) -> Result<T, Skip> {
+        if off > MAX_HEADER_OFF {
+            return Err(Skip::Malformed);
+        }
+        Ok(self.0.load::<T>(off)?)
+    }
+}
+
+fn parse<H: Headers>(h: &H, ctx: &TcContext, hook: u8) -> Result<(), Skip> {
     let skb_len = ctx.len() as usize;
     let mut l3 = ETH_HLEN;
-    let mut ethertype = load_be16(ctx, 12)?;
+    let mut ethertype = h.be16(12)?;
     if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
-        ethertype = load_be16(ctx, 16)?;
+        ethertype = h.be16(16)?;
         l3 += 4;
     }
     let mut header = RecordHeader {
@@ -155,38 +215,38 @@ fn parse(ctx: &TcContext, hook: u8) -> Result<(), Skip> {
     };
     let (l4, l3_end) = match ethertype {
         ETH_P_IP => {
-            let vihl = load_u8(ctx, l3)?;
+            let vihl = h.u8(l3)?;
             let ihl = usize::from(vihl & 0x0f) * 4;
             if vihl >> 4 != 4 || ihl < 20 {
                 return Err(Skip::Malformed);
             }
-            if load_u8(ctx, l3 + 9)? != IPPROTO_TCP {
+            if h.u8(l3 + 9)? != IPPROTO_TCP {
                 return Err(Skip::NotWatched);
             }
             // More-fragments or a fragment offset: not reassembled here.
-            if load_be16(ctx, l3 + 6)? & 0x3fff != 0 {
+            if h.be16(l3 + 6)? & 0x3fff != 0 {
                 count(counter::FRAGMENTS, 1);
                 return Err(Skip::NotWatched);
             }
             // A GSO super-packet may carry total length 0 (BIG TCP): the skb
             // length is then the truth. Otherwise the IP length excludes any
             // Ethernet padding.
-            let tot = usize::from(load_be16(ctx, l3 + 2)?);
+            let tot = usize::from(h.be16(l3 + 2)?);
             let end = if tot == 0 { skb_len } else { l3 + tot };
             header.family = FAMILY_V4;
-            header.saddr[..4].copy_from_slice(&ctx.load::<[u8; 4]>(l3 + 12)?);
-            header.daddr[..4].copy_from_slice(&ctx.load::<[u8; 4]>(l3 + 16)?);
+            header.saddr[..4].copy_from_slice(&h.read::<[u8; 4]>(l3 + 12)?);
+            header.daddr[..4].copy_from_slice(&h.read::<[u8; 4]>(l3 + 16)?);
             (l3 + ihl, end.min(skb_len))
         }
         ETH_P_IPV6 => {
-            let plen = usize::from(load_be16(ctx, l3 + 4)?);
+            let plen = usize::from(h.be16(l3 + 4)?);
             // Payload length 0 with a Hop-by-Hop jumbo option: a BIG TCP
             // super-packet (lo, some NICs); the skb length is the truth.
             let end = if plen == 0 { skb_len } else { l3 + 40 + plen };
             header.family = FAMILY_V6;
-            header.saddr = ctx.load::<[u8; 16]>(l3 + 8)?;
-            header.daddr = ctx.load::<[u8; 16]>(l3 + 24)?;
-            let (l4, next) = skip_ipv6_extensions(ctx, l3)?;
+            header.saddr = h.read::<[u8; 16]>(l3 + 8)?;
+            header.daddr = h.read::<[u8; 16]>(l3 + 24)?;
+            let (l4, next) = skip_ipv6_extensions(h, l3)?;
             if next != IPPROTO_TCP {
                 return Err(Skip::NotWatched);
             }
@@ -194,15 +254,15 @@ fn parse(ctx: &TcContext, hook: u8) -> Result<(), Skip> {
         }
         _ => return Err(Skip::NotWatched),
     };
-    header.sport = load_be16(ctx, l4)?;
-    header.dport = load_be16(ctx, l4 + 2)?;
-    if !watched(header.sport) && !watched(header.dport) {
+    header.sport = h.be16(l4)?;
+    header.dport = h.be16(l4 + 2)?;
+    if !watched(header.sport, header.dport) {
         return Err(Skip::NotWatched);
     }
-    header.seq = load_be32(ctx, l4 + 4)?;
-    header.ack = load_be32(ctx, l4 + 8)?;
-    let doff = usize::from(load_u8(ctx, l4 + 12)? >> 4) * 4;
-    header.tcp_flags = load_u8(ctx, l4 + 13)?;
+    header.seq = h.be32(l4 + 4)?;
+    header.ack = h.be32(l4 + 8)?;
+    let doff = usize::from(h.u8(l4 + 12)? >> 4) * 4;
+    header.tcp_flags = h.u8(l4 + 13)?;
     let payload_off = l4 + doff;
     if doff < 20 || payload_off > l3_end {
         return Err(Skip::Malformed);
@@ -234,13 +294,12 @@ fn parse(ctx: &TcContext, hook: u8) -> Result<(), Skip> {
         payload_len,
         chunks,
     };
-    unsafe {
-        bpf_loop(
-            chunks,
-            emit_chunk as *mut c_void,
-            (&mut state as *mut Chunks).cast(),
-            0,
-        );
+    let state_ptr = (&mut state as *mut Chunks).cast::<c_void>();
+    if chunks == 1 {
+        // Most segments: no loop needed.
+        unsafe { emit_chunk(0, state_ptr) };
+    } else {
+        unsafe { bpf_loop(chunks, emit_chunk as *mut c_void, state_ptr, 0) };
     }
     Ok(())
 }
@@ -250,22 +309,22 @@ fn parse(ctx: &TcContext, hook: u8) -> Result<(), Skip> {
 /// the header after them. Fragments and longer chains are counted and
 /// skipped.
 #[inline(always)]
-fn skip_ipv6_extensions(ctx: &TcContext, l3: usize) -> Result<(usize, u8), Skip> {
-    let mut next = load_u8(ctx, l3 + 6)?;
+fn skip_ipv6_extensions<H: Headers>(h: &H, l3: usize) -> Result<(usize, u8), Skip> {
+    let mut next = h.u8(l3 + 6)?;
     let mut off = l3 + 40;
     for _ in 0..4 {
         match next {
             // Hop-by-Hop, Routing, Destination Options: length in 8-octet
             // units, not counting the first 8.
             0 | 43 | 60 => {
-                let len = (usize::from(load_u8(ctx, off + 1)?) + 1) * 8;
-                next = load_u8(ctx, off)?;
+                let len = (usize::from(h.u8(off + 1)?) + 1) * 8;
+                next = h.u8(off)?;
                 off += len;
             }
             // AH: length in 4-octet units, minus 2.
             51 => {
-                let len = (usize::from(load_u8(ctx, off + 1)?) + 2) * 4;
-                next = load_u8(ctx, off)?;
+                let len = (usize::from(h.u8(off + 1)?) + 2) * 4;
+                next = h.u8(off)?;
                 off += len;
             }
             _ => return Ok((off, next)),

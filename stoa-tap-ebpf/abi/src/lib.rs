@@ -15,8 +15,25 @@ pub const CHUNK: usize = 4096;
 /// this is reported as cut (`payload_len` > last chunk's end).
 pub const MAX_CHUNKS: u32 = 128;
 
-/// Capacity of the port map.
-pub const MAX_PORTS: u32 = 64;
+/// The port map's single value: bit `p % 64` of word `p / 64` is set when TCP
+/// port `p` is watched. One array lookup and a bit test per packet, whatever
+/// the number of ports.
+pub type PortBitmap = [u64; 1024];
+
+/// The bitmap of `ports`.
+pub fn port_bitmap(ports: &[u16]) -> PortBitmap {
+    let mut bits = [0u64; 1024];
+    for &p in ports {
+        bits[usize::from(p >> 6)] |= 1u64 << (p & 63);
+    }
+    bits
+}
+
+/// Whether `port` is set in `bits`.
+#[inline(always)]
+pub fn port_watched(bits: &PortBitmap, port: u16) -> bool {
+    bits[usize::from(port >> 6)] >> (port & 63) & 1 != 0
+}
 
 /// Address family of [`RecordHeader::family`].
 pub const FAMILY_V4: u8 = 4;
@@ -155,7 +172,7 @@ pub mod counter {
 pub mod names {
     /// The classifier program.
     pub const PROGRAM: &str = "stoa_tap";
-    /// `HashMap<u16, u8>`: watched TCP ports (host order) -> 1.
+    /// `Array<PortBitmap>` with one element: the watched TCP ports.
     pub const PORTS: &str = "PORTS";
     /// The ring buffer of records.
     pub const EVENTS: &str = "EVENTS";
@@ -223,6 +240,18 @@ mod tests {
         assert_eq!(core::mem::offset_of!(RecordHeader, ifindex), 64);
         assert_eq!(core::mem::offset_of!(RecordHeader, family), 68);
         assert_eq!(core::mem::offset_of!(RecordHeader, hook), 71);
+    }
+
+    #[test]
+    fn port_bitmap_sets_exactly_the_ports() {
+        let bits = port_bitmap(&[0, 63, 64, 5555, 65535]);
+        for p in [0u16, 63, 64, 5555, 65535] {
+            assert!(port_watched(&bits, p), "{p}");
+        }
+        for p in [1u16, 62, 65, 5554, 5556, 65534] {
+            assert!(!port_watched(&bits, p), "{p}");
+        }
+        assert_eq!(bits.iter().map(|w| w.count_ones()).sum::<u32>(), 5);
     }
 
     #[test]

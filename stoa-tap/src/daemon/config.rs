@@ -374,20 +374,6 @@ impl RunConfig {
                 _ => {}
             }
         }
-        if self
-            .sources
-            .iter()
-            .any(|s| matches!(s, SourceConfig::Ebpf { .. }))
-            && self.ports.len() > stoa_tap_abi::MAX_PORTS as usize
-        {
-            return Err(invalid(
-                "ports",
-                format!(
-                    "the eBPF probe watches at most {} ports",
-                    stoa_tap_abi::MAX_PORTS
-                ),
-            ));
-        }
         Ok(())
     }
 

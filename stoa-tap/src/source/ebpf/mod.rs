@@ -213,12 +213,6 @@ pub fn start(cfg: ProbeConfig, sink: SegmentSink) -> Result<ProbeHandle, ProbeEr
     if cfg.ports.is_empty() {
         return Err(ProbeError::Config("no ports to watch".into()));
     }
-    if cfg.ports.len() > stoa_tap_abi::MAX_PORTS as usize {
-        return Err(ProbeError::Config(format!(
-            "at most {} ports can be watched",
-            stoa_tap_abi::MAX_PORTS
-        )));
-    }
     #[cfg(feature = "ebpf")]
     {
         Ok(ProbeHandle {

@@ -3,13 +3,13 @@
 use super::{
     segment_of, ProbeConfig, ProbeError, ProbeSegment, ProbeStats, RecordSkip, SegmentSink,
 };
-use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
+use aya::maps::{Array, MapData, PerCpuArray, RingBuf};
 use aya::programs::{tc::SchedClassifierLinkId, SchedClassifier, TcAttachType};
 use aya::{Ebpf, EbpfLoader};
 use rustix::event::{poll, PollFd, PollFlags};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use stoa_tap_abi::{counter, names};
+use stoa_tap_abi::{counter, names, port_bitmap, PortBitmap};
 
 /// The probe object, built by build.rs from `stoa-tap-ebpf/`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/stoa-tap-probe.o"));
@@ -30,7 +30,7 @@ struct ReaderCounters {
 
 /// A loaded and attached probe with its reader thread.
 pub(super) struct Running {
-    ports: Arc<Mutex<HashMap<MapData, u16, u8>>>,
+    ports: Arc<Mutex<Array<MapData, PortBitmap>>>,
     counters: Arc<PerCpuArray<MapData, u64>>,
     reader: Arc<ReaderCounters>,
     stop: Arc<AtomicBool>,
@@ -108,14 +108,14 @@ pub(super) fn start(cfg: ProbeConfig, sink: SegmentSink) -> Result<Running, Prob
         .load(OBJECT)
         .map_err(|e| ProbeError::Load(with_hint(chain(&e))))?;
 
-    let mut ports: HashMap<MapData, u16, u8> = ebpf
+    let mut ports: Array<MapData, PortBitmap> = ebpf
         .take_map(names::PORTS)
         .ok_or_else(|| ProbeError::Load("no PORTS map in the object".into()))?
         .try_into()
         .map_err(map_err(names::PORTS))?;
-    for p in &cfg.ports {
-        ports.insert(p, 1, 0).map_err(map_err(names::PORTS))?;
-    }
+    ports
+        .set(0, port_bitmap(&cfg.ports), 0)
+        .map_err(map_err(names::PORTS))?;
     let counters: PerCpuArray<MapData, u64> = ebpf
         .take_map(names::COUNTERS)
         .ok_or_else(|| ProbeError::Load("no COUNTERS map in the object".into()))?
@@ -325,13 +325,9 @@ impl Running {
             map: names::PORTS,
             message: "lock poisoned".into(),
         })?;
-        let current: Vec<u16> = map.keys().filter_map(Result::ok).collect();
-        for p in current.iter().filter(|p| !wanted.contains(p)) {
-            map.remove(p).map_err(map_err(names::PORTS))?;
-        }
-        for p in wanted.iter().filter(|p| !current.contains(p)) {
-            map.insert(p, 1, 0).map_err(map_err(names::PORTS))?;
-        }
+        // One update: the probe sees the old set or the new one.
+        map.set(0, port_bitmap(wanted), 0)
+            .map_err(map_err(names::PORTS))?;
         tracing::info!(ports = ?wanted, "eBPF probe ports updated");
         Ok(())
     }
