@@ -3,6 +3,7 @@
 //! ```text
 //! probe_capture --iface t0 [--port 5555]... [--direction auto|ingress|egress|both]
 //!               [--ring-mb 64] [--seconds N] [--no-exchanges] [--sample-bytes N]
+//!               [--no-engine]
 //! probe_capture --attached t0
 //! ```
 //! `--attached` prints the TCX programs attached to the interface as JSON
@@ -12,7 +13,9 @@
 //! `{"type":"exchange",...}` per exchange (method, target, status, body
 //! lengths, anomalies, and the SHA-256 of the response body when the whole body
 //! fits in `--sample-bytes`), and a final `{"type":"stats",...}` line with the
-//! probe's counters and the engine's.
+//! probe's counters and the engine's. With `--no-engine` the segments read
+//! from the ring are counted and dropped: the cost of the probe and its reader
+//! alone.
 
 use sha2::{Digest, Sha256};
 use std::io::Write;
@@ -32,6 +35,7 @@ struct Args {
     seconds: Option<f64>,
     print_exchanges: bool,
     sample_bytes: usize,
+    engine: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -43,6 +47,7 @@ fn parse_args() -> Result<Args, String> {
         seconds: None,
         print_exchanges: true,
         sample_bytes: 4 << 20,
+        engine: true,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -75,6 +80,7 @@ fn parse_args() -> Result<Args, String> {
                     .map_err(|e| format!("--sample-bytes: {e}"))?
             }
             "--no-exchanges" => args.print_exchanges = false,
+            "--no-engine" => args.engine = false,
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -161,7 +167,11 @@ fn main() {
     let (tx, rx) = mpsc::sync_channel::<Vec<ProbeSegment>>(4096);
     let dropped = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let d = dropped.clone();
+    let engine_on = args.engine;
     let sink = Box::new(move |batch: Vec<ProbeSegment>| {
+        if !engine_on {
+            return;
+        }
         let n = batch.len() as u64;
         if tx.try_send(batch).is_err() {
             d.fetch_add(n, Ordering::Relaxed);

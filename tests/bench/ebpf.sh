@@ -9,12 +9,18 @@
 # VM's interface). wrk (1 thread; the machine has 2 cores) drives the gateway
 # from the client ns at the highest rate it reaches. Each round runs wrk
 # without the probe, then with the release `probe_capture` example attached
-# to the gateway's veth (ingress and egress) feeding the HTTP/1 engine, so
-# both sides are measured in the same run. Prints, per round and overall:
-# wrk throughput without / with the probe and their ratio (target >= 0.95),
-# exchanges seen / requests wrk completed (target >= 99.9 %), and ring-buffer
-# drops, plus the CPU time of the probe's reader process. The stats lines are
-# kept in bench-out/. Needs root and a kernel that loads the probe.
+# to the gateway's veth (ingress and egress) in three ways, all in the same
+# run:
+#   probe    the probe and its ring-buffer reader only (segments counted and
+#            dropped): what attaching the probe costs the traffic;
+#   full     the probe feeding the TCP/HTTP engine, as `stoa-tap run` does;
+#   full+n19 the same with the reader and engine at nice 19, so the traffic's
+#            processes win the CPU when both want it.
+# Prints per round and overall: wrk throughput of each against the run
+# without the probe (target >= 0.95), exchanges seen / requests wrk
+# completed (target >= 99.9 %), ring-buffer drops, and the CPU time of the
+# probe's reader process. The stats lines are kept in bench-out/. Needs root
+# and a kernel that loads the probe.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
@@ -62,18 +68,26 @@ cpu_s() { # PID -> utime+stime in seconds
 }
 
 echo "wrk: $THREADS thread(s), $CONNS connections, ${DURATION}s per run, $ROUNDS rounds, against 10.78.0.2:5555"
+probe_run() { # NAME NICE EXTRA-ARGS...
+    local name=$1 nice=$2
+    shift 2
+    ip netns exec "${P}g" nice -n "$nice" "$BIN" --iface t0 --port 5555 --no-exchanges "$@" \
+        > "$WORK/probe-$name.out" 2> "$WORK/probe-$name.err" &
+    local pid=$!
+    for _ in $(seq 100); do grep -q '"ready"' "$WORK/probe-$name.out" 2>/dev/null && break; sleep 0.1; done
+    grep -q '"ready"' "$WORK/probe-$name.out" || { cat "$WORK/probe-$name.err" >&2; exit 1; }
+    wrk_run "$name"
+    sleep 1
+    cpu_s "$pid" > "$WORK/probe-$name.cpu"
+    kill -TERM "$pid"
+    wait "$pid" || true
+}
+
 for r in $(seq "$ROUNDS"); do
     wrk_run "off-$r"
-    ip netns exec "${P}g" "$BIN" --iface t0 --port 5555 --no-exchanges \
-        > "$WORK/probe-$r.out" 2> "$WORK/probe-$r.err" &
-    PROBE=$!
-    for _ in $(seq 100); do grep -q '"ready"' "$WORK/probe-$r.out" 2>/dev/null && break; sleep 0.1; done
-    grep -q '"ready"' "$WORK/probe-$r.out" || { cat "$WORK/probe-$r.err" >&2; exit 1; }
-    wrk_run "on-$r"
-    sleep 1
-    cpu_s "$PROBE" > "$WORK/probe-$r.cpu"
-    kill -TERM "$PROBE"
-    wait "$PROBE" || true
+    probe_run "probe-$r" 0 --no-engine
+    probe_run "full-$r" 0
+    probe_run "n19-$r" 19
 done
 
 OUT="${BENCH_OUT:-$ROOT/bench-out}"
@@ -87,24 +101,45 @@ def wrk(name):
     n = int(re.search(r"(\d+) requests in", t).group(1))
     errs = re.search(r"Socket errors: (.*)", t)
     return n, (errs.group(1) if errs else "")
-tot_off = tot_on = tot_seen = tot_drop = 0
+def probe(name):
+    stats = [json.loads(l) for l in open(f"{work}/probe-{name}.out") if '"type":"stats"' in l][-1]
+    cpu = float(open(f"{work}/probe-{name}.cpu").read())
+    return stats, cpu
+kinds = [("probe", "probe only"), ("full", "full"), ("n19", "full+n19")]
+tot = {k: 0 for k, _ in kinds}
+tot_off = 0
+seen = {"full": 0, "n19": 0}
+drops = {k: 0 for k, _ in kinds}
 print()
 print("== eBPF probe benchmark ==")
-print(f"{'round':>5} {'off req/s':>10} {'on req/s':>10} {'ratio':>7} {'seen/sent':>10} {'ring drops':>10} {'gaps':>6} {'probe CPU':>10}")
+print(f"{'round':>5} {'variant':>11} {'req/s':>9} {'ratio':>7} {'seen/sent':>11} {'ring drops':>10} {'gaps':>6} {'reader CPU':>11}")
 for r in range(1, rounds + 1):
-    off, e1 = wrk(f"off-{r}")
-    on, e2 = wrk(f"on-{r}")
-    stats = [json.loads(l) for l in open(f"{work}/probe-{r}.out") if '"type":"stats"' in l][-1]
-    k = stats["probe"]["kernel"]
-    cpu = float(open(f"{work}/probe-{r}.cpu").read())
-    seen = stats["answered"]
-    tot_off += off; tot_on += on; tot_seen += seen; tot_drop += k["ring_full_records"]
-    print(f"{r:>5} {off/dur:>10.0f} {on/dur:>10.0f} {on/off:>7.3f} {100*seen/on:>9.4f}% {k['ring_full_records']:>10} {stats['with_gap']:>6} {cpu:>8.2f} s" + (f"  wrk errors: {e1} {e2}" if e1 or e2 else ""))
-    last = stats
-print(f"overall: throughput with / without the probe {tot_on/tot_off:.3f} (target >= 0.95); "
-      f"exchanges seen / sent {100*tot_seen/tot_on:.4f} % (target >= 99.9 %); ring-buffer drops {tot_drop}")
-k = last["probe"]["kernel"]
-print(f"last round probe counters: packets {k['packets']}, segments {k['segments']}, records {k['records']}, "
+    off, e = wrk(f"off-{r}")
+    tot_off += off
+    print(f"{r:>5} {'no probe':>11} {off/dur:>9.0f}" + (f"  wrk errors: {e}" if e else ""))
+    for k, label in kinds:
+        n, e = wrk(f"{k}-{r}")
+        stats, cpu = probe(f"{k}-{r}")
+        kern = stats["probe"]["kernel"]
+        tot[k] += n
+        drops[k] += kern["ring_full_records"]
+        line = f"{'':>5} {label:>11} {n/dur:>9.0f} {n/off:>7.3f} "
+        if k == "probe":
+            line += f"{'-':>11} "
+        else:
+            seen[k] += stats["answered"]
+            line += f"{100*stats['answered']/n:>10.4f}% "
+        line += f"{kern['ring_full_records']:>10} {stats['engine']['tcp']['gaps']:>6} {cpu:>9.2f} s"
+        print(line + (f"  wrk errors: {e}" if e else ""))
+print()
+print(f"overall throughput with / without the probe (target >= 0.95):")
+for k, label in kinds:
+    print(f"  {label:>11}: {tot[k]/tot_off:.3f}  (ring-buffer drops {drops[k]})")
+for k in ("full", "n19"):
+    print(f"exchanges seen / sent, {dict(kinds)[k]}: {100*seen[k]/tot[k]:.4f} % (target >= 99.9 %)")
+stats, _ = probe(f"full-{rounds}")
+k = stats["probe"]["kernel"]
+print(f"last full run probe counters: packets {k['packets']}, segments {k['segments']}, records {k['records']}, "
       f"payload {k['payload_bytes']/1e6:.1f} MB, super-packets {k['multi_chunk_segments']}, "
-      f"queue drops {last['segments_dropped_queue']}, reassembly gaps {last['engine']['tcp']['gaps']}")
+      f"queue drops {stats['segments_dropped_queue']}, reassembly gaps {stats['engine']['tcp']['gaps']}")
 PY
