@@ -1,5 +1,6 @@
 //! One observed HTTP/1.x exchange: the input of contract inference.
 
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 
@@ -37,13 +38,15 @@ impl HttpVersion {
     }
 }
 
-/// One header field. Values that are not UTF-8 are kept lossily.
+/// One header field. Values that are not UTF-8 are kept lossily. Both
+/// strings are stored inline up to 24 bytes, which covers nearly every name
+/// and most values: parsing a message allocates nothing per field.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Header {
     /// Field name as sent (case preserved).
-    pub name: String,
+    pub name: CompactString,
     /// Field value, trimmed of surrounding whitespace.
-    pub value: String,
+    pub value: CompactString,
 }
 
 /// A message body: its sizes and a bounded, decoded sample.

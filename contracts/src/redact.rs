@@ -360,7 +360,7 @@ fn redact_headers(r: &Redactor, headers: &mut [crate::Header]) {
             || r.sensitive_name(&h.name)
             || secret_kind(&h.value).is_some()
         {
-            h.value = REDACTED.to_owned();
+            h.value = REDACTED.into();
         }
     }
 }
@@ -521,7 +521,7 @@ mod exchange_tests {
                 target: "/users/alice%40example.com/cards;jsessionid=abc?api_key=k3y-s3cret&page=2&q=bob@example.org".into(),
                 version: HttpVersion::Http11,
                 headers: vec![
-                    Header { name: "Authorization".into(), value: format!("Bearer {jwt}") },
+                    Header { name: "Authorization".into(), value: format!("Bearer {jwt}").into() },
                     Header { name: "Cookie".into(), value: "SESSION=deadbeefcafe".into() },
                     Header { name: "Content-Type".into(), value: "application/json".into() },
                 ],

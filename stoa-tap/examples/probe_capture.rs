@@ -23,9 +23,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use stoa_tap::decode::{TcpFlags, TcpSegment};
 use stoa_tap::pipeline::{Engine, EngineConfig};
-use stoa_tap::source::ebpf::{self, Hooks, ProbeConfig, ProbeSegment};
+use stoa_tap::source::ebpf::{self, Hooks, ProbeBatch, ProbeConfig};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -90,17 +89,9 @@ fn parse_args() -> Result<Args, String> {
     Ok(args)
 }
 
-fn feed(engine: &mut Engine, batch: Vec<ProbeSegment>) {
-    for s in &batch {
-        let seg = TcpSegment {
-            src: s.src,
-            dst: s.dst,
-            seq: s.seq,
-            ack: s.ack,
-            flags: TcpFlags(s.flags),
-            payload: &s.payload,
-        };
-        engine.segment_cut(&seg, s.cut, s.ts_ns);
+fn feed(engine: &mut Engine, batch: ProbeBatch) {
+    for (head, payload) in batch.iter() {
+        engine.segment_cut(&head.segment(payload), head.cut, head.ts_ns);
     }
 }
 
@@ -164,11 +155,11 @@ fn main() {
             std::process::exit(1);
         }
     }
-    let (tx, rx) = mpsc::sync_channel::<Vec<ProbeSegment>>(4096);
+    let (tx, rx) = mpsc::sync_channel::<ProbeBatch>(4096);
     let dropped = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let d = dropped.clone();
     let engine_on = args.engine;
-    let sink = Box::new(move |batch: Vec<ProbeSegment>| {
+    let sink = Box::new(move |batch: ProbeBatch| {
         if !engine_on {
             return;
         }

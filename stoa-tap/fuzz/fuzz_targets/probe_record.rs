@@ -14,12 +14,15 @@ fuzz_target!(|data: &[u8]| {
     };
     let offset = i128::from(i64::from_le_bytes(*offset));
     match segment_of(record, offset) {
-        Ok(seg) => {
+        Ok((seg, data)) => {
             let (h, payload) = parse_record(record).expect("segment_of accepted it");
-            assert_eq!(seg.payload, payload);
-            assert_eq!(seg.payload.len(), h.chunk_len as usize);
-            assert!(seg.payload.len() <= CHUNK);
-            assert!(record.len() >= HEADER_LEN + seg.payload.len());
+            assert_eq!(data, payload);
+            assert_eq!(data.len(), h.chunk_len as usize);
+            assert!(data.len() <= CHUNK);
+            assert!(record.len() >= HEADER_LEN + data.len());
+            let r = record.as_ptr_range();
+            let d = data.as_ptr_range();
+            assert!(d.start >= r.start && d.end <= r.end, "payload outside the record");
             if h.chunk_flags & CHUNK_LAST == 0 {
                 assert_eq!(seg.cut, 0);
             }

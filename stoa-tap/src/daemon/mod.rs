@@ -17,9 +17,9 @@ mod state;
 
 pub use state::Shared;
 
-use crate::decode::{decode_tcp, TcpFlags, TcpSegment};
+use crate::decode::decode_tcp;
 use crate::pipeline::{Engine, EngineConfig};
-use crate::source::ebpf::ProbeSegment;
+use crate::source::ebpf::ProbeBatch;
 use crate::source::pcap_file::{Capture, Packet};
 use crate::source::{now_ns, OwnedFrame, TapEvent};
 use crate::tcp::ServerPorts;
@@ -61,7 +61,7 @@ pub enum DaemonError {
 enum Work {
     Frames(Vec<OwnedFrame>),
     Events(Vec<TapEvent>),
-    Segments(Vec<ProbeSegment>),
+    Segments(ProbeBatch),
     Ports(ServerPorts),
 }
 
@@ -255,17 +255,9 @@ fn worker(
                     engine.tap_event(ev);
                 }
             }
-            Some(Work::Segments(segs)) => {
-                for s in &segs {
-                    let seg = TcpSegment {
-                        src: s.src,
-                        dst: s.dst,
-                        seq: s.seq,
-                        ack: s.ack,
-                        flags: TcpFlags(s.flags),
-                        payload: &s.payload,
-                    };
-                    engine.segment_cut(&seg, s.cut, s.ts_ns);
+            Some(Work::Segments(batch)) => {
+                for (head, payload) in batch.iter() {
+                    engine.segment_cut(&head.segment(payload), head.cut, head.ts_ns);
                 }
             }
             Some(Work::Ports(p)) => engine.set_ports(p),

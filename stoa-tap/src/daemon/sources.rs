@@ -6,7 +6,7 @@ use super::{
     dispatch_events, dispatch_frames, hand, shard_of_pair, DaemonError, PortUpdater, Shared, Work,
 };
 use crate::metrics::MetricsText;
-use crate::source::ebpf::{self, ProbeConfig, ProbeHandle, ProbeSegment};
+use crate::source::ebpf::{self, ProbeBatch, ProbeConfig, ProbeHandle};
 use crate::source::live::{self, LiveConfig, LiveHandle};
 use crate::source::tproxy::{self, RelayHandle, TproxyConfig};
 use crate::source::{OwnedFrame, TapEvent};
@@ -204,15 +204,20 @@ fn pcap_metrics(m: &mut MetricsText, h: &LiveHandle) {
 /// (a full worker queue drops the batch, counted).
 fn probe_sink(workers: Vec<SyncSender<Work>>, shared: Arc<Shared>) -> ebpf::SegmentSink {
     let n = workers.len();
-    Box::new(move |batch: Vec<ProbeSegment>| {
-        let mut per: Vec<Vec<ProbeSegment>> = (0..n).map(|_| Vec::new()).collect();
-        for seg in batch {
-            per[shard_of_pair(seg.src, seg.dst, n)].push(seg);
+    Box::new(move |batch: ProbeBatch| {
+        if n == 1 {
+            let items = batch.len() as u64;
+            hand(&workers, 0, Work::Segments(batch), false, &shared, items);
+            return;
         }
-        for (i, segs) in per.into_iter().enumerate() {
-            if !segs.is_empty() {
-                let items = segs.len() as u64;
-                hand(&workers, i, Work::Segments(segs), false, &shared, items);
+        let mut per: Vec<ProbeBatch> = (0..n).map(|_| ProbeBatch::default()).collect();
+        for (head, payload) in batch.iter() {
+            per[shard_of_pair(head.src, head.dst, n)].push(*head, payload);
+        }
+        for (i, part) in per.into_iter().enumerate() {
+            if !part.is_empty() {
+                let items = part.len() as u64;
+                hand(&workers, i, Work::Segments(part), false, &shared, items);
             }
         }
     })

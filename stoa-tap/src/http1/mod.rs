@@ -1248,9 +1248,18 @@ fn kind_of(i: usize) -> Kind {
     }
 }
 
+/// Heap bytes of a header string (short ones are stored inline).
+fn heap_len(s: &compact_str::CompactString) -> usize {
+    if s.is_heap_allocated() {
+        s.capacity()
+    } else {
+        0
+    }
+}
+
 fn headers_heap(hs: &[contracts::Header]) -> usize {
     std::mem::size_of_val(hs)
         + hs.iter()
-            .map(|h| h.name.capacity() + h.value.capacity())
+            .map(|h| heap_len(&h.name) + heap_len(&h.value))
             .sum::<usize>()
 }

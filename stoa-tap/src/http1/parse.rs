@@ -3,6 +3,7 @@
 
 use super::coding::Coding;
 use super::Http1Config;
+use compact_str::CompactString;
 use contracts::{Header, HttpVersion};
 
 /// Header slots kept on the stack; larger `max_headers` use a heap array.
@@ -210,20 +211,20 @@ pub(super) fn parse_head(kind: Kind, buf: &[u8], cfg: &Http1Config) -> Outcome {
 fn convert_headers(hs: &[httparse::Header<'_>]) -> Vec<Header> {
     hs.iter()
         .map(|h| Header {
-            name: h.name.to_owned(),
+            name: CompactString::from(h.name),
             value: header_value(h.value),
         })
         .collect()
 }
 
 /// Lossy UTF-8, obs-fold line breaks turned into spaces, trimmed.
-fn header_value(v: &[u8]) -> String {
+fn header_value(v: &[u8]) -> CompactString {
     // Common case first: one line of valid UTF-8 (validation is vectorised,
     // the lossy path walks chunk by chunk).
     let t = trim_ows(v);
     if memchr::memchr2(b'\r', b'\n', t).is_none() {
         if let Ok(s) = std::str::from_utf8(t) {
-            return s.to_owned();
+            return CompactString::from(s);
         }
     }
     let s = String::from_utf8_lossy(v);
@@ -239,9 +240,9 @@ fn header_value(v: &[u8]) -> String {
             }
             out.push_str(part);
         }
-        out
+        out.into()
     } else {
-        s.trim().to_owned()
+        CompactString::from(s.trim())
     }
 }
 

@@ -12,6 +12,7 @@
 #[cfg(feature = "ebpf")]
 mod probe;
 
+use crate::decode::{TcpFlags, TcpSegment};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use stoa_tap_abi::{parse_record, RecordHeader, CHUNK_LAST, FAMILY_V4, FAMILY_V6};
 
@@ -104,10 +105,9 @@ pub enum ProbeError {
     Io(#[from] std::io::Error),
 }
 
-/// One chunk of one TCP segment seen by the probe, owned so it can cross
-/// threads.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProbeSegment {
+/// One chunk of one TCP segment seen by the probe, without its payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentHead {
     /// When the probe saw it (ns since the Unix epoch).
     pub ts_ns: u64,
     /// Source address and port.
@@ -120,11 +120,71 @@ pub struct ProbeSegment {
     pub ack: u32,
     /// TCP flags (SYN only on a segment's first chunk, FIN/RST on its last).
     pub flags: u8,
-    /// Payload bytes.
-    pub payload: Vec<u8>,
     /// Payload bytes of the segment after this chunk that the probe did not
     /// copy (a segment longer than its chunk limit).
     pub cut: u32,
+}
+
+impl SegmentHead {
+    /// The TCP segment this chunk stands for, with `payload`.
+    pub fn segment<'a>(&self, payload: &'a [u8]) -> TcpSegment<'a> {
+        TcpSegment {
+            src: self.src,
+            dst: self.dst,
+            seq: self.seq,
+            ack: self.ack,
+            flags: TcpFlags(self.flags),
+            payload,
+        }
+    }
+}
+
+/// Segments read from the ring buffer together, their payloads in one
+/// buffer: one allocation per batch rather than one per segment, and the
+/// batch crosses threads as a whole.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProbeBatch {
+    data: Vec<u8>,
+    heads: Vec<(SegmentHead, std::ops::Range<usize>)>,
+}
+
+impl ProbeBatch {
+    /// An empty batch with room for `segments` segments and `bytes` of payload.
+    pub fn with_capacity(segments: usize, bytes: usize) -> Self {
+        ProbeBatch {
+            data: Vec::with_capacity(bytes),
+            heads: Vec::with_capacity(segments),
+        }
+    }
+
+    /// Appends one segment.
+    pub fn push(&mut self, head: SegmentHead, payload: &[u8]) {
+        let start = self.data.len();
+        self.data.extend_from_slice(payload);
+        self.heads.push((head, start..self.data.len()));
+    }
+
+    /// Segments in the batch.
+    pub fn len(&self) -> usize {
+        self.heads.len()
+    }
+
+    /// Whether the batch holds no segment.
+    pub fn is_empty(&self) -> bool {
+        self.heads.is_empty()
+    }
+
+    /// Payload bytes in the batch.
+    pub fn payload_bytes(&self) -> usize {
+        self.data.len()
+    }
+
+    /// The segments, in the order the probe wrote them.
+    pub fn iter(&self) -> impl Iterator<Item = (&SegmentHead, &[u8])> + '_ {
+        self.heads
+            .iter()
+            .map(|(h, r)| (h, self.data.get(r.clone()).unwrap_or_default()))
+    }
 }
 
 /// What went wrong with a record read from the ring buffer.
@@ -136,9 +196,13 @@ pub enum RecordSkip {
     BadFamily,
 }
 
-/// Turns one ring-buffer record into a segment. `clock_offset_ns` converts
-/// the probe's CLOCK_MONOTONIC timestamp to the Unix epoch.
-pub fn segment_of(record: &[u8], clock_offset_ns: i128) -> Result<ProbeSegment, RecordSkip> {
+/// Decodes one ring-buffer record: the segment's metadata and its payload,
+/// borrowed from the record. `clock_offset_ns` converts the probe's
+/// CLOCK_MONOTONIC timestamp to the Unix epoch.
+pub fn segment_of(
+    record: &[u8],
+    clock_offset_ns: i128,
+) -> Result<(SegmentHead, &[u8]), RecordSkip> {
     let (h, data) = parse_record(record).ok_or(RecordSkip::Malformed)?;
     let (src, dst) = addresses(&h).ok_or(RecordSkip::BadFamily)?;
     let end = u64::from(h.chunk_offset) + u64::from(h.chunk_len);
@@ -148,16 +212,16 @@ pub fn segment_of(record: &[u8], clock_offset_ns: i128) -> Result<ProbeSegment, 
         0
     };
     let ts = (i128::from(h.ts_ns) + clock_offset_ns).clamp(0, i128::from(u64::MAX));
-    Ok(ProbeSegment {
+    let head = SegmentHead {
         ts_ns: ts as u64,
         src,
         dst,
         seq: h.seq.wrapping_add(h.chunk_offset),
         ack: h.ack,
         flags: h.tcp_flags,
-        payload: data.to_vec(),
         cut: u32::try_from(cut).unwrap_or(u32::MAX),
-    })
+    };
+    Ok((head, data))
 }
 
 fn addresses(h: &RecordHeader) -> Option<(SocketAddr, SocketAddr)> {
@@ -202,7 +266,7 @@ impl std::fmt::Debug for ProbeHandle {
 }
 
 /// Receives each batch of segments drained from the ring buffer.
-pub type SegmentSink = Box<dyn FnMut(Vec<ProbeSegment>) + Send>;
+pub type SegmentSink = Box<dyn FnMut(ProbeBatch) + Send>;
 
 /// Whether this build can load the probe.
 pub const AVAILABLE: bool = cfg!(feature = "ebpf");
@@ -324,12 +388,13 @@ mod tests {
         h.chunk_len = 3;
         h.payload_len = 4099;
         h.chunk_flags = CHUNK_LAST;
-        let seg = segment_of(&record(h, b"xyz"), 5_000).expect("valid");
+        let rec = record(h, b"xyz");
+        let (seg, payload) = segment_of(&rec, 5_000).expect("valid");
         assert_eq!(seg.src, "10.0.0.1:40000".parse().expect("addr"));
         assert_eq!(seg.dst, "10.0.0.2:5555".parse().expect("addr"));
         assert_eq!(seg.seq, (u32::MAX - 1).wrapping_add(4096));
         assert_eq!(seg.ts_ns, 6_000);
-        assert_eq!(seg.payload, b"xyz");
+        assert_eq!(payload, b"xyz");
         assert_eq!(seg.cut, 0);
     }
 
@@ -339,11 +404,12 @@ mod tests {
         h.chunk_len = 2;
         h.payload_len = 10;
         h.chunk_flags = CHUNK_FIRST | CHUNK_LAST;
-        let seg = segment_of(&record(h, b"ab"), 0).expect("valid");
-        assert_eq!(seg.cut, 8);
+        let rec = record(h, b"ab");
+        assert_eq!(segment_of(&rec, 0).expect("valid").0.cut, 8);
         // Not the last chunk: the rest comes in later records.
         h.chunk_flags = CHUNK_FIRST;
-        assert_eq!(segment_of(&record(h, b"ab"), 0).expect("valid").cut, 0);
+        let rec = record(h, b"ab");
+        assert_eq!(segment_of(&rec, 0).expect("valid").0.cut, 0);
     }
 
     #[test]
@@ -352,19 +418,36 @@ mod tests {
         h.family = FAMILY_V6;
         h.saddr = Ipv6Addr::LOCALHOST.octets();
         h.daddr = Ipv6Addr::LOCALHOST.octets();
-        let seg = segment_of(&record(h, b""), 0).expect("valid");
+        let rec = record(h, b"");
+        let (seg, _) = segment_of(&rec, 0).expect("valid");
         assert_eq!(seg.src, "[::1]:40000".parse().expect("addr"));
         h.family = 9;
-        assert_eq!(segment_of(&record(h, b""), 0), Err(RecordSkip::BadFamily));
+        let rec = record(h, b"");
+        assert_eq!(segment_of(&rec, 0), Err(RecordSkip::BadFamily));
         assert_eq!(segment_of(&[1, 2, 3], 0), Err(RecordSkip::Malformed));
         // A negative epoch after the offset clamps to zero instead of wrapping.
         h.family = FAMILY_V4;
-        assert_eq!(
-            segment_of(&record(h, b""), -1_000_000)
-                .expect("valid")
-                .ts_ns,
-            0
-        );
+        let rec = record(h, b"");
+        assert_eq!(segment_of(&rec, -1_000_000).expect("valid").0.ts_ns, 0);
+    }
+
+    #[test]
+    fn a_batch_keeps_each_payload_with_its_segment() {
+        let mut b = ProbeBatch::with_capacity(2, 8);
+        let mut h = v4_header();
+        h.chunk_len = 3;
+        h.payload_len = 3;
+        h.chunk_flags = CHUNK_FIRST | CHUNK_LAST;
+        let rec = record(h, b"abc");
+        let (head, payload) = segment_of(&rec, 0).expect("valid");
+        b.push(head, payload);
+        b.push(head, b"");
+        b.push(head, b"defg");
+        assert_eq!(b.len(), 3);
+        assert_eq!(b.payload_bytes(), 7);
+        let got: Vec<&[u8]> = b.iter().map(|(_, p)| p).collect();
+        assert_eq!(got, vec![&b"abc"[..], b"", b"defg"]);
+        assert_eq!(b.iter().next().expect("one").1, b"abc");
     }
 
     #[test]

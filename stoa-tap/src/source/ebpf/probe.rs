@@ -1,8 +1,6 @@
 //! Loading, attaching and reading the probe (aya).
 
-use super::{
-    segment_of, ProbeConfig, ProbeError, ProbeSegment, ProbeStats, RecordSkip, SegmentSink,
-};
+use super::{segment_of, ProbeBatch, ProbeConfig, ProbeError, ProbeStats, RecordSkip, SegmentSink};
 use aya::maps::{Array, MapData, PerCpuArray, RingBuf};
 use aya::programs::{tc::SchedClassifierLinkId, SchedClassifier, TcAttachType};
 use aya::{Ebpf, EbpfLoader};
@@ -19,6 +17,9 @@ const DRAIN_INTERVAL: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// Most records handed to the sink in one batch.
 const BATCH: usize = 512;
+
+/// Payload bytes after which a batch is handed over even if not full.
+const BATCH_BYTES: usize = 256 << 10;
 
 #[derive(Default)]
 struct ReaderCounters {
@@ -271,33 +272,35 @@ fn read_loop(
 }
 
 fn drain(ring: &mut RingBuf<MapData>, sink: &mut SegmentSink, c: &ReaderCounters, offset: i128) {
-    let mut batch: Vec<ProbeSegment> = Vec::with_capacity(64);
+    let mut batch = ProbeBatch::with_capacity(BATCH, BATCH_BYTES);
     while let Some(item) = ring.next() {
         c.records_read.fetch_add(1, Ordering::Relaxed);
         match segment_of(&item, offset) {
-            Ok(seg) => batch.push(seg),
+            Ok((head, payload)) => batch.push(head, payload),
             Err(RecordSkip::Malformed) | Err(RecordSkip::BadFamily) => {
                 c.records_malformed.fetch_add(1, Ordering::Relaxed);
             }
         }
         drop(item);
-        if batch.len() >= BATCH {
+        if batch.len() >= BATCH || batch.payload_bytes() >= BATCH_BYTES {
             deliver(&mut batch, sink, c);
         }
     }
     deliver(&mut batch, sink, c);
 }
 
-fn deliver(batch: &mut Vec<ProbeSegment>, sink: &mut SegmentSink, c: &ReaderCounters) {
+fn deliver(batch: &mut ProbeBatch, sink: &mut SegmentSink, c: &ReaderCounters) {
     if batch.is_empty() {
         return;
     }
-    let bytes: usize = batch.iter().map(|s| s.payload.len()).sum();
     c.segments_delivered
         .fetch_add(batch.len() as u64, Ordering::Relaxed);
     c.payload_bytes_delivered
-        .fetch_add(bytes as u64, Ordering::Relaxed);
-    sink(std::mem::replace(batch, Vec::with_capacity(64)));
+        .fetch_add(batch.payload_bytes() as u64, Ordering::Relaxed);
+    sink(std::mem::replace(
+        batch,
+        ProbeBatch::with_capacity(BATCH, BATCH_BYTES),
+    ));
 }
 
 impl Running {
