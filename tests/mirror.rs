@@ -534,7 +534,7 @@ fn several_interfaces_at_once_with_their_own_linktypes() {
             .take_exchanges()
             .map(|x| {
                 (
-                    x.request.method.clone(),
+                    x.request.method.to_string(),
                     x.request.target.clone(),
                     x.response.as_ref().map(|r| r.status),
                 )

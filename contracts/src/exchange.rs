@@ -70,7 +70,7 @@ pub struct Body {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Request {
     /// Method token (`GET`, `POST`, ...).
-    pub method: String,
+    pub method: CompactString,
     /// Request target as sent (origin form, absolute form, authority or `*`).
     pub target: String,
     /// Protocol version.
@@ -87,7 +87,7 @@ pub struct Response {
     /// Status code.
     pub status: u16,
     /// Reason phrase as sent.
-    pub reason: String,
+    pub reason: CompactString,
     /// Protocol version.
     pub version: HttpVersion,
     /// Header fields in wire order.

@@ -27,7 +27,7 @@ pub(crate) fn req(method: &str, target: &str) -> Ex {
         },
         seq_on_flow: (n % 7) as u32,
         request: Request {
-            method: method.to_string(),
+            method: method.into(),
             target: target.to_string(),
             version: HttpVersion::Http11,
             headers: vec![Header {

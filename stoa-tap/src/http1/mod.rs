@@ -843,7 +843,7 @@ impl Connection {
 
         let is_head = h.method == "HEAD";
         let is_connect = h.method == "CONNECT";
-        let heap = h.method.capacity() + h.target.capacity() + headers_heap(&h.headers);
+        let heap = heap_len(&h.method) + h.target.capacity() + headers_heap(&h.headers);
         let request = Request {
             method: h.method,
             target: h.target,
@@ -945,7 +945,7 @@ impl Connection {
         let desync = self.resp_desync || self.pairing_uncertain;
         let target = match idx.and_then(|k| self.queue.get_mut(k)) {
             Some(p) => {
-                p.heap += h.reason.capacity() + headers_heap(&h.headers);
+                p.heap += heap_len(&h.reason) + headers_heap(&h.headers);
                 p.response = Some(Response {
                     status,
                     reason: h.reason,

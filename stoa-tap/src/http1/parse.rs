@@ -111,7 +111,7 @@ impl FramingInfo {
 /// A parsed request head.
 #[derive(Debug)]
 pub(super) struct ReqHead {
-    pub method: String,
+    pub method: CompactString,
     pub target: String,
     pub version: HttpVersion,
     pub headers: Vec<Header>,
@@ -122,7 +122,7 @@ pub(super) struct ReqHead {
 #[derive(Debug)]
 pub(super) struct RespHead {
     pub status: u16,
-    pub reason: String,
+    pub reason: CompactString,
     pub version: HttpVersion,
     pub headers: Vec<Header>,
     pub info: FramingInfo,
@@ -176,7 +176,7 @@ pub(super) fn parse_head(kind: Kind, buf: &[u8], cfg: &Http1Config) -> Outcome {
             match pc.parse_request(&mut req, buf) {
                 Ok(httparse::Status::Complete(n)) => {
                     let head = ReqHead {
-                        method: req.method.unwrap_or_default().to_owned(),
+                        method: CompactString::from(req.method.unwrap_or_default()),
                         target: req.path.unwrap_or_default().to_owned(),
                         version: HttpVersion::from_minor(req.version.unwrap_or(1)),
                         info: framing_info(req.headers),
@@ -194,7 +194,7 @@ pub(super) fn parse_head(kind: Kind, buf: &[u8], cfg: &Http1Config) -> Outcome {
                 Ok(httparse::Status::Complete(n)) => {
                     let head = RespHead {
                         status: resp.code.unwrap_or_default(),
-                        reason: resp.reason.unwrap_or_default().to_owned(),
+                        reason: CompactString::from(resp.reason.unwrap_or_default()),
                         version: HttpVersion::from_minor(resp.version.unwrap_or(1)),
                         info: framing_info(resp.headers),
                         headers: convert_headers(resp.headers),
