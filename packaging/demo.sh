@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Fresh-machine demo: installs the one system library stoa-tap links against
-# (libpcap, for live capture), builds, and learns the contracts of the bundled
-# capture of a real API (fixtures/real/fidelity.pcap) into target/demo-contracts.
+# (libpcap, for live capture) and the eBPF probe's toolchain (pinned nightly and
+# bpf-linker, through rustup and cargo), builds stoa-tap with every source, and
+# learns the contracts of the bundled capture of a real API
+# (fixtures/real/fidelity.pcap) into target/demo-contracts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! dpkg -s libpcap-dev >/dev/null 2>&1; then
@@ -9,6 +11,7 @@ if ! dpkg -s libpcap-dev >/dev/null 2>&1; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends libpcap-dev pkg-config
 fi
-cargo run --release -p stoa-tap -- analyze fixtures/real/fidelity.pcap --out target/demo-contracts "$@"
+bash stoa-tap-ebpf/toolchain.sh >/dev/null
+cargo run --release -p stoa-tap --features ebpf -- analyze fixtures/real/fidelity.pcap --out target/demo-contracts "$@"
 echo
 echo "contracts written to target/demo-contracts (openapi.yaml, uac/, observations.json)"
