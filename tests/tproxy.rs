@@ -457,3 +457,65 @@ fn stalled_analyzer_never_hurts_the_traffic() {
     assert!(stat(&stats, "untapped_connections") >= 5, "{stats}");
     assert!(stat(&stats, "tap_events_sent") <= 4, "{stats}");
 }
+
+/// One keep-alive connection: requests every 0.3 s for 1.5 s (never idle for
+/// the relay's 1 s timeout), then silence. The relay closes it about 1 s
+/// after the last byte, counts it, and the analyzer gets its `Close` and
+/// every exchange.
+#[test]
+fn idle_connections_are_closed_and_counted() {
+    if !netns_allowed() {
+        return;
+    }
+    let mut t = Topo::up();
+    t.install_rules(Backend::Nft);
+    t.start_server();
+    t.start_relay(&["--spoof", "--idle-timeout-ms", "1000"]);
+    let script = r#"
+import socket, sys, time
+s = socket.create_connection((sys.argv[1], 5555), timeout=10)
+f = s.makefile("rb")
+def get(i):
+    s.sendall(b"GET /bytes/%d HTTP/1.1\r\nHost: gw\r\n\r\n" % (100 + i))
+    n = 0
+    while True:
+        line = f.readline()
+        assert line, "closed while active"
+        if line.lower().startswith(b"content-length:"):
+            n = int(line.split(b":")[1])
+        if line == b"\r\n":
+            break
+    assert len(f.read(n)) == n
+for i in range(6):
+    get(i)
+    time.sleep(0.3)
+t0 = time.monotonic()
+assert f.read(1) == b"", "data after the last response"
+print("%.3f" % (time.monotonic() - t0))
+"#;
+    let out = check(
+        t.run_in(
+            'c',
+            &["timeout", "30", "python3", "-c", script, GATEWAY_V4],
+            None,
+        ),
+        "idle client",
+    );
+    let closed_after: f64 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("seconds until the close");
+    // 1 s timeout, measured from the last byte: allow for the 0.3 s pause
+    // already spent and for a loaded machine.
+    assert!(
+        (0.4..5.0).contains(&closed_after),
+        "closed {closed_after} s after the last response"
+    );
+    let (tapped, stats) = t.stop_relay();
+    assert_eq!(stat(&stats, "connections_idle_closed"), 1, "{stats}");
+    assert_eq!(stat(&stats, "connections_reset"), 0, "{stats}");
+    assert_eq!(tapped.len(), 6, "{tapped:?}");
+    assert_eq!(stats["closes"], 1, "{stats}");
+    assert_eq!(stats["open_at_end"], 0, "{stats}");
+    assert_eq!(stats["unknown_conn_events"], 0, "{stats}");
+}

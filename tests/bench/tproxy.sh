@@ -8,13 +8,16 @@
 # fast fixed-response server (tproxy_relay --serve) so that the relay, not the
 # server, is what the comparison measures.
 #
-# usage: sudo tests/bench/tproxy.sh [DURATION_S=10] [BODY_BYTES=1024]
+# usage: sudo tests/bench/tproxy.sh [DURATION_S=10] [BODY_BYTES=1024] [ROUNDS=1]
+# ROUNDS > 1 repeats the direct/relay pairs and prints the median ratio and
+# added p99 per load (useful when the machine is shared).
 # env RELAY_ARGS: extra tproxy_relay options (e.g. "--workers 1", "--stall")
 # Needs root, wrk, nft. The 2 cores of the CI machine are shared by wrk, the
 # relay, the server and the kernel forwarding path.
 set -euo pipefail
 DUR=${1:-10}
 BODY=${2:-1024}
+ROUNDS=${3:-1}
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 [ "$(id -u)" = 0 ] || { echo "tproxy.sh needs root" >&2; exit 1; }
@@ -71,25 +74,36 @@ PY
 ip netns exec "$C" wrk -t1 -c4 -d1s "http://10.77.2.2:5556/" >/dev/null
 ip netns exec "$C" wrk -t1 -c4 -d1s "http://10.77.2.2:5555/" >/dev/null
 
-printf "%-24s %12s %12s %10s %10s\n" "run (${DUR}s, ${BODY} B)" "direct rps" "relay rps" "ratio" ""
-declare -A R
-for load in "1 1" "2 32"; do
-    set -- $load
-    d=$(run "direct-c$2" 5556 "$1" "$2")
-    r=$(run "relay-c$2" 5555 "$1" "$2")
-    R["$2"]="$d|$r"
+echo "run: ${DUR}s per measurement, ${BODY} B bodies, ${ROUNDS} round(s)"
+# Each round measures direct then relayed back to back, so that a burst of
+# load from elsewhere on the machine skews both sides of a ratio alike.
+: > "$WORK/rows"
+for round in $(seq "$ROUNDS"); do
+    for load in "1 1" "2 32"; do
+        set -- $load
+        d=$(run "direct-c$2" 5556 "$1" "$2")
+        r=$(run "relay-c$2" 5555 "$1" "$2")
+        echo "$round $2 $1 $d $r" >> "$WORK/rows"
+    done
 done
-printf "%-10s %8s %12s %12s %8s %10s %10s %10s %10s %12s\n" \
-    conns threads direct_rps relay_rps ratio d_p50_us r_p50_us d_p99_us r_p99_us added_p99_us
-for load in "1 1" "2 32"; do
-    set -- $load
-    IFS='|' read -r d r <<<"${R[$2]}"
-    read -r drps dp50 dp99 <<<"$d"
-    read -r rrps rp50 rp99 <<<"$r"
-    python3 -c "
-d,r=$drps,$rrps
-print('%-10s %8s %12.0f %12.0f %8.3f %10s %10s %10s %10s %12d' % ('$2','$1',d,r,r/d,'$dp50','$rp50','$dp99','$rp99',$rp99-$dp99))"
-done
+python3 - "$WORK/rows" <<'PY'
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1])]
+fmt = "%-6s %-6s %8s %12s %12s %8s %10s %10s %10s %10s %12s"
+print(fmt % ("round", "conns", "threads", "direct_rps", "relay_rps", "ratio",
+             "d_p50_us", "r_p50_us", "d_p99_us", "r_p99_us", "added_p99_us"))
+per = {}
+for rnd, conns, thr, drps, dp50, dp99, rrps, rp50, rp99 in rows:
+    ratio = float(rrps) / float(drps)
+    added = int(float(rp99) - float(dp99))
+    per.setdefault(conns, []).append((ratio, added))
+    print(fmt % (rnd, conns, thr, drps, rrps, "%.3f" % ratio, dp50, rp50, dp99, rp99, added))
+if len(rows) > 2:
+    for conns, v in per.items():
+        print("median over %d rounds, %s conn(s): ratio %.3f, added p99 %d us" % (
+            len(v), conns, statistics.median(x[0] for x in v),
+            statistics.median(x[1] for x in v)))
+PY
 
 exec 9>&-
 sleep 1

@@ -68,6 +68,14 @@ pub enum SourceConfig {
         /// SO_MARK of the relay's upstream sockets (exempted by the rules).
         #[serde(default = "default_upstream_mark")]
         upstream_mark: u32,
+        /// Seconds without a byte either way before the relay closes a
+        /// connection (0: never).
+        #[serde(default = "default_relay_idle_timeout_s")]
+        idle_timeout_s: u64,
+        /// Payload the relay may queue for the analyzer, MiB; chunks beyond
+        /// it are skipped (counted, reported as gaps).
+        #[serde(default = "default_tap_queue_mb")]
+        tap_queue_mb: usize,
     },
     /// The eBPF probe on the gateway's own interface (TC/TCX, read-only).
     /// Needs a build with the `ebpf` feature and CAP_BPF, CAP_NET_ADMIN and
@@ -103,6 +111,12 @@ fn default_tproxy_listen() -> String {
 }
 fn default_upstream_mark() -> u32 {
     2
+}
+fn default_relay_idle_timeout_s() -> u64 {
+    crate::source::tproxy::DEFAULT_IDLE_TIMEOUT_S
+}
+fn default_tap_queue_mb() -> usize {
+    crate::source::tproxy::DEFAULT_TAP_QUEUE_MB
 }
 
 /// The admin server.
@@ -371,6 +385,12 @@ impl RunConfig {
                         "between 1 and 1024",
                     ));
                 }
+                SourceConfig::Tproxy { tap_queue_mb, .. } if !(1..=4096).contains(tap_queue_mb) => {
+                    return Err(invalid(
+                        &format!("sources[{i}].tap_queue_mb"),
+                        "between 1 and 4096",
+                    ));
+                }
                 _ => {}
             }
         }
@@ -448,6 +468,42 @@ mod tests {
         .expect_err("missing explicit file")
         .to_string();
         assert!(e.contains("cannot read"), "{e}");
+    }
+
+    #[test]
+    fn tproxy_settings_have_defaults_and_named_errors() {
+        let src = "sources:\n  - kind: tproxy\nports: [5555]\n";
+        let p = tmp("t1.yaml", src);
+        let cfg = load(&p, true, &Overrides::default()).expect("valid");
+        assert!(matches!(
+            cfg.sources[0],
+            SourceConfig::Tproxy {
+                idle_timeout_s: 900,
+                tap_queue_mb: 32,
+                ..
+            }
+        ));
+        let p = tmp(
+            "t2.yaml",
+            &src.replace("tproxy\n", "tproxy\n    tap_queue_mb: 0\n"),
+        );
+        let e = load(&p, true, &Overrides::default())
+            .expect_err("empty budget")
+            .to_string();
+        assert!(e.contains("sources[0].tap_queue_mb"), "{e}");
+        // 0 disables the idle timeout.
+        let p = tmp(
+            "t3.yaml",
+            &src.replace("tproxy\n", "tproxy\n    idle_timeout_s: 0\n"),
+        );
+        let cfg = load(&p, true, &Overrides::default()).expect("0 is valid");
+        assert!(matches!(
+            cfg.sources[0],
+            SourceConfig::Tproxy {
+                idle_timeout_s: 0,
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -21,6 +21,7 @@ use crate::decode::decode_tcp;
 use crate::pipeline::{Engine, EngineConfig};
 use crate::source::ebpf::ProbeBatch;
 use crate::source::pcap_file::{Capture, Packet};
+use crate::source::tproxy::TapReceiver;
 use crate::source::{now_ns, OwnedFrame, TapEvent};
 use crate::tcp::ServerPorts;
 use config::{RunConfig, SourceConfig};
@@ -155,46 +156,38 @@ fn dispatch_frames(
     }
 }
 
-/// Splits relay events over the workers by connection, in small batches.
-fn dispatch_events(rx: Receiver<TapEvent>, workers: Vec<SyncSender<Work>>, shared: Arc<Shared>) {
+/// Events per batch handed to a worker.
+const EVENT_BATCH: usize = 256;
+
+/// Splits relay events over the workers by connection, in batches of up to
+/// [`EVENT_BATCH`]. The relay's queue is polled (see [`TapReceiver`]), so the
+/// relay never pays for waking this thread.
+fn dispatch_events(mut rx: TapReceiver, workers: Vec<SyncSender<Work>>, shared: Arc<Shared>) {
     let n = workers.len();
     let mut per: Vec<Vec<TapEvent>> = (0..n).map(|_| Vec::new()).collect();
+    let mut batch = Vec::new();
+    let give = |i: usize, evs: Vec<TapEvent>| {
+        let items = evs.len() as u64;
+        hand(&workers, i, Work::Events(evs), false, &shared, items);
+    };
     loop {
-        let first = match rx.recv_timeout(Duration::from_millis(20)) {
-            Ok(ev) => Some(ev),
-            Err(RecvTimeoutError::Timeout) => None,
-            Err(RecvTimeoutError::Disconnected) => break,
-        };
-        if let Some(ev) = first {
+        let open = rx
+            .recv_batch(&mut batch, Duration::from_millis(100))
+            .is_ok();
+        for ev in batch.drain(..) {
             let i = (event_conn(&ev) % n as u64) as usize;
             per[i].push(ev);
-            // Take what is already queued without waiting.
-            while let Ok(ev) = rx.try_recv() {
-                let i = (event_conn(&ev) % n as u64) as usize;
-                per[i].push(ev);
-                if per[i].len() >= 256 {
-                    break;
-                }
+            if per[i].len() >= EVENT_BATCH {
+                give(i, std::mem::take(&mut per[i]));
             }
         }
         for (i, evs) in per.iter_mut().enumerate() {
             if !evs.is_empty() {
-                let items = evs.len() as u64;
-                hand(
-                    &workers,
-                    i,
-                    Work::Events(std::mem::take(evs)),
-                    false,
-                    &shared,
-                    items,
-                );
+                give(i, std::mem::take(evs));
             }
         }
-    }
-    for (i, evs) in per.into_iter().enumerate() {
-        if !evs.is_empty() {
-            let items = evs.len() as u64;
-            hand(&workers, i, Work::Events(evs), false, &shared, items);
+        if !open {
+            break;
         }
     }
 }

@@ -8,10 +8,11 @@ use super::{
 use crate::metrics::MetricsText;
 use crate::source::ebpf::{self, ProbeBatch, ProbeConfig, ProbeHandle};
 use crate::source::live::{self, LiveConfig, LiveHandle};
-use crate::source::tproxy::{self, RelayHandle, TproxyConfig};
-use crate::source::{OwnedFrame, TapEvent};
+use crate::source::tproxy::{self, RelayHandle, TproxyConfig, TproxyStats};
+use crate::source::OwnedFrame;
 use std::sync::mpsc::{self, SyncSender};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// Frame batches or relay events queued between a source and its dispatcher.
 const SOURCE_QUEUE: usize = 1024;
@@ -67,6 +68,8 @@ pub(super) fn start(
             listen,
             spoof_client,
             upstream_mark,
+            idle_timeout_s,
+            tap_queue_mb,
         } => {
             let listen = listen.parse().map_err(|_| DaemonError::Source {
                 index,
@@ -77,9 +80,10 @@ pub(super) fn start(
                 listen,
                 spoof_client: *spoof_client,
                 upstream_mark: *upstream_mark,
+                idle_timeout: (*idle_timeout_s > 0).then(|| Duration::from_secs(*idle_timeout_s)),
                 ..TproxyConfig::default()
             };
-            let (tx, rx) = mpsc::sync_channel::<TapEvent>(SOURCE_QUEUE * 16);
+            let (tx, rx) = tproxy::channel(SOURCE_QUEUE * 16, tap_queue_mb.saturating_mul(1 << 20));
             let handle = tproxy::start(t_cfg, tx).map_err(|e| DaemonError::Source {
                 index,
                 kind: "tproxy",
@@ -93,7 +97,7 @@ pub(super) fn start(
             shared.add_source_metrics(Box::new(move |m: &mut MetricsText| {
                 if let Ok(h) = reader.lock() {
                     if let Some(h) = h.as_ref() {
-                        m.stats("tproxy", &h.stats(), &["connections_active"]);
+                        tproxy_metrics(m, &h.stats());
                     }
                 }
             }));
@@ -155,6 +159,12 @@ pub(super) fn start(
             message: "file sources are started by the daemon itself".into(),
         }),
     }
+}
+
+/// Relay counters: `stoa_tap_tproxy_<field>_total`, and the
+/// `connections_active` gauge.
+fn tproxy_metrics(m: &mut MetricsText, s: &TproxyStats) {
+    m.stats("tproxy", s, &["connections_active"]);
 }
 
 /// Per-interface capture counters, kernel drops included.
@@ -259,5 +269,37 @@ fn probe_metrics(m: &mut MetricsText, interface: &str, h: &ProbeHandle) {
     ];
     for (name, help, v) in rows {
         m.counter_with(name, help, &l, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relay_counters_are_exported_with_drop_reasons_and_idle_closes() {
+        let s = TproxyStats {
+            connections_active: 3,
+            connections_idle_closed: 4,
+            tap_events_dropped: 9,
+            tap_dropped_queue_full: 5,
+            tap_dropped_byte_budget: 3,
+            tap_dropped_analyzer_gone: 1,
+            ..TproxyStats::default()
+        };
+        let mut m = MetricsText::new();
+        tproxy_metrics(&mut m, &s);
+        let text = m.render();
+        for line in [
+            "stoa_tap_tproxy_connections_active 3",
+            "stoa_tap_tproxy_connections_idle_closed_total 4",
+            "stoa_tap_tproxy_tap_events_dropped_total 9",
+            "stoa_tap_tproxy_tap_dropped_queue_full_total 5",
+            "stoa_tap_tproxy_tap_dropped_byte_budget_total 3",
+            "stoa_tap_tproxy_tap_dropped_analyzer_gone_total 1",
+            "# TYPE stoa_tap_tproxy_connections_idle_closed_total counter",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! The accept loop and the per-connection relay.
 
+use super::queue::TapSender;
 use super::sock::{canonical, reset_on_close, upstream};
 use super::tap::{ConnTap, DirTap};
 use super::{Counters, TproxyConfig};
@@ -8,12 +9,12 @@ use crate::source::{now_ns, ConnId, TapEvent};
 use contracts::FlowId;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 
 /// Connection ids, unique for the life of the process (several relays may run).
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
@@ -23,7 +24,7 @@ static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 pub(super) async fn run(
     cfg: TproxyConfig,
     listener: std::net::TcpListener,
-    tx: SyncSender<TapEvent>,
+    tx: TapSender,
     counters: Arc<Counters>,
     mut stop: oneshot::Receiver<()>,
 ) {
@@ -100,12 +101,38 @@ enum PumpEnd {
     Error,
 }
 
+/// When a connection last read bytes (either way), for the idle timeout.
+struct Activity {
+    start: Instant,
+    /// Milliseconds from `start` to the last read.
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn last(&self) -> Instant {
+        self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    }
+}
+
 /// Relays one direction until FIN or error.
 async fn pump<R, W>(
     r: &mut R,
     w: &mut W,
     tap: &mut DirTap,
     relayed: &AtomicU64,
+    activity: &Activity,
     buf_len: usize,
 ) -> PumpEnd
 where
@@ -128,6 +155,7 @@ where
                 return PumpEnd::Error;
             }
         };
+        activity.touch();
         let ts = now_ns();
         if w.write_all(&buf[..n]).await.is_err() {
             tap.end(EndKind::Rst);
@@ -140,6 +168,12 @@ where
     }
 }
 
+/// `from + after`, or far in the future when that overflows.
+fn deadline(from: Instant, after: Duration) -> Instant {
+    from.checked_add(after)
+        .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365))
+}
+
 /// One diverted connection, from accept to the last tap event.
 #[allow(clippy::too_many_arguments)]
 async fn connection(
@@ -148,7 +182,7 @@ async fn connection(
     peer: SocketAddr,
     conn: ConnId,
     listen_port: u16,
-    tx: SyncSender<TapEvent>,
+    tx: TapSender,
     counters: Arc<Counters>,
     permit: OwnedSemaphorePermit,
 ) {
@@ -179,7 +213,7 @@ async fn relay_connection(
     client_addr: SocketAddr,
     conn: ConnId,
     listen_port: u16,
-    tx: SyncSender<TapEvent>,
+    tx: TapSender,
     counters: &Arc<Counters>,
 ) -> Option<(ConnTap, Vec<TapEvent>)> {
     let server = match client.local_addr() {
@@ -225,7 +259,8 @@ async fn relay_connection(
     let tap = ConnTap::open(tx, counters.clone(), conn, flow);
     let mut c2s_tap = tap.dir(Direction::ClientToServer);
     let mut s2c_tap = tap.dir(Direction::ServerToClient);
-    let failed = {
+    let activity = Activity::new();
+    let (failed, idle) = {
         let (mut cr, mut cw) = client.split();
         let (mut ur, mut uw) = up.split();
         let c2s = pump(
@@ -233,6 +268,7 @@ async fn relay_connection(
             &mut uw,
             &mut c2s_tap,
             &counters.bytes_c2s,
+            &activity,
             cfg.read_buffer,
         );
         let s2c = pump(
@@ -240,23 +276,52 @@ async fn relay_connection(
             &mut cw,
             &mut s2c_tap,
             &counters.bytes_s2c,
+            &activity,
             cfg.read_buffer,
         );
-        tokio::pin!(c2s, s2c);
+        // One timer per connection, re-armed only when it fires (not per
+        // read): it fires at most once per idle period.
+        let idle_after = cfg.idle_timeout.unwrap_or(Duration::MAX);
+        let idle_timer = tokio::time::sleep_until(deadline(activity.start, idle_after));
+        tokio::pin!(c2s, s2c, idle_timer);
         let (mut c_done, mut s_done) = (false, false);
-        let mut failed = false;
+        let (mut failed, mut idle) = (false, false);
         while !(c_done && s_done) {
             let end = tokio::select! {
                 e = &mut c2s, if !c_done => { c_done = true; e }
                 e = &mut s2c, if !s_done => { s_done = true; e }
+                () = &mut idle_timer, if cfg.idle_timeout.is_some() => {
+                    let due = deadline(activity.last(), idle_after);
+                    if Instant::now() >= due {
+                        idle = true;
+                        break;
+                    }
+                    idle_timer.as_mut().reset(due);
+                    continue;
+                }
             };
             if let PumpEnd::Error = end {
                 failed = true;
                 break;
             }
         }
-        failed
+        (failed, idle)
     };
+    if idle {
+        // The pumps are dropped (no read or write in flight any more): end
+        // what is still open with a FIN toward each peer, as if each had
+        // closed its side.
+        Counters::add(&counters.connections_idle_closed, 1);
+        tracing::debug!(conn, client = %client_addr, server = %server, "tproxy: idle connection closed");
+        if !c2s_tap.ended() {
+            c2s_tap.end(EndKind::Fin);
+            let _ = up.shutdown().await;
+        }
+        if !s2c_tap.ended() {
+            s2c_tap.end(EndKind::Fin);
+            let _ = client.shutdown().await;
+        }
+    }
     if failed {
         // Best-effort reset propagation: both sides get a RST on close.
         Counters::add(&counters.connections_reset, 1);

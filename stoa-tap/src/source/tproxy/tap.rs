@@ -1,30 +1,25 @@
 //! The copy of relayed bytes toward the analyzer: never blocking, with gap
 //! accounting when its queue is full.
 
+use super::queue::{Refused, TapSender};
 use super::Counters;
 use crate::flow::{Direction, EndKind};
 use crate::source::{now_ns, ConnId, TapEvent};
 use contracts::FlowId;
-use std::sync::atomic::AtomicU64;
-use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Queues `ev` without waiting; gives it back when the queue is full or
-/// the analyzer is gone.
-fn try_send(tx: &SyncSender<TapEvent>, counters: &Counters, ev: TapEvent) -> Result<(), TapEvent> {
-    match tx.try_send(ev) {
-        Ok(()) => {
-            Counters::add(&counters.tap_events_sent, 1);
-            Ok(())
-        }
-        Err(TrySendError::Full(ev)) | Err(TrySendError::Disconnected(ev)) => Err(ev),
-    }
+/// Queues `ev` without waiting; gives it back (with the reason) when the
+/// queue is full, over its byte budget, or the analyzer is gone.
+fn try_send(tx: &TapSender, counters: &Counters, ev: TapEvent) -> Result<(), (TapEvent, Refused)> {
+    tx.try_send(ev)?;
+    Counters::add(&counters.tap_events_sent, 1);
+    Ok(())
 }
 
 /// Per-connection tap: `Open` and `Close`, with bounded retries for `Close`.
 pub(super) struct ConnTap {
-    tx: SyncSender<TapEvent>,
+    tx: TapSender,
     counters: Arc<Counters>,
     conn: ConnId,
     tapped: bool,
@@ -33,7 +28,7 @@ pub(super) struct ConnTap {
 impl ConnTap {
     /// Sends `Open`; when it cannot be queued the connection stays untapped.
     pub(super) fn open(
-        tx: SyncSender<TapEvent>,
+        tx: TapSender,
         counters: Arc<Counters>,
         conn: ConnId,
         flow: FlowId,
@@ -86,7 +81,7 @@ impl ConnTap {
         let mut step = Duration::from_millis(1);
         loop {
             while let Some(ev) = queue.pop_front() {
-                if let Err(ev) = try_send(&self.tx, &self.counters, ev) {
+                if let Err((ev, _)) = try_send(&self.tx, &self.counters, ev) {
                     queue.push_front(ev);
                     break;
                 }
@@ -111,7 +106,7 @@ impl ConnTap {
 
 /// The tap of one direction of one connection.
 pub(super) struct DirTap {
-    tx: SyncSender<TapEvent>,
+    tx: TapSender,
     counters: Arc<Counters>,
     conn: ConnId,
     dir: Direction,
@@ -125,10 +120,6 @@ pub(super) struct DirTap {
 }
 
 impl DirTap {
-    fn bytes_counter(&self) -> &AtomicU64 {
-        &self.counters.tap_bytes_dropped
-    }
-
     /// A chunk was relayed: hand a copy over, or count it as skipped.
     pub(super) fn data(&mut self, data: &[u8], ts_ns: u64) {
         let n = data.len() as u64;
@@ -143,8 +134,8 @@ impl DirTap {
                 len: self.gap,
                 ts_ns,
             };
-            if try_send(&self.tx, &self.counters, ev).is_err() {
-                self.drop_chunk(n);
+            if let Err((_, why)) = try_send(&self.tx, &self.counters, ev) {
+                self.drop_chunk(n, why);
                 return;
             }
             self.gap = 0;
@@ -155,15 +146,24 @@ impl DirTap {
             data: data.to_vec(),
             ts_ns,
         };
-        if try_send(&self.tx, &self.counters, ev).is_err() {
-            self.drop_chunk(n);
+        if let Err((_, why)) = try_send(&self.tx, &self.counters, ev) {
+            self.drop_chunk(n, why);
         }
     }
 
-    fn drop_chunk(&mut self, n: u64) {
+    fn drop_chunk(&mut self, n: u64, why: Refused) {
         self.gap += n;
-        Counters::add(&self.counters.tap_events_dropped, 1);
-        Counters::add(self.bytes_counter(), n);
+        let c = &self.counters;
+        Counters::add(&c.tap_events_dropped, 1);
+        Counters::add(&c.tap_bytes_dropped, n);
+        Counters::add(
+            match why {
+                Refused::Full => &c.tap_dropped_queue_full,
+                Refused::OverBudget => &c.tap_dropped_byte_budget,
+                Refused::Disconnected => &c.tap_dropped_analyzer_gone,
+            },
+            1,
+        );
     }
 
     /// The direction ended: `Gap` (if bytes are owed) then `End`; what
