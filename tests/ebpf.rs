@@ -12,79 +12,21 @@
 //! The exchanges the probe yields must equal those the client performed,
 //! response bodies included (their SHA-256), the ~1.1 MB body among them.
 
-use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStderr, ChildStdout, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf()
-}
+mod support;
+use support::{line_reader, repo, wait_line};
 
-/// True if the test may go on; false to skip (env opt-out); panics otherwise.
 fn require_root() -> bool {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let euid = status
-        .lines()
-        .find(|l| l.starts_with("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(2))
-        .unwrap_or("");
-    if euid == "0" {
-        return true;
-    }
-    if std::env::var("STOA_TAP_SKIP_NETNS").as_deref() == Ok("1") {
-        eprintln!("skipping: not root and STOA_TAP_SKIP_NETNS=1");
-        return false;
-    }
-    panic!(
-        "the eBPF tests need root (network namespaces, loading BPF programs); \
-         run them as root or set STOA_TAP_SKIP_NETNS=1 to skip"
-    );
+    support::require_root("the eBPF tests need root (network namespaces, loading BPF programs)")
 }
 
-/// Builds the `probe_capture` example with this test's profile and returns a
-/// copy of it in a world-readable directory (the unprivileged runs need it).
+/// The `probe_capture` example, built with this test's profile.
 fn example_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("profile dir")
-        .to_path_buf();
-    let release = profile_dir.file_name().is_some_and(|n| n == "release");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.args([
-        "build",
-        "-q",
-        "-p",
-        "stoa-tap",
-        "--features",
-        "ebpf",
-        "--example",
-        "probe_capture",
-    ])
-    .arg("--manifest-path")
-    .arg(repo().join("Cargo.toml"))
-    .env(
-        "CARGO_TARGET_DIR",
-        profile_dir.parent().expect("target dir"),
-    );
-    if release {
-        cmd.arg("--release");
-    }
-    let status = cmd.status().expect("run cargo build");
-    assert!(
-        status.success(),
-        "building the probe_capture example failed"
-    );
-    let bin = profile_dir.join("examples").join("probe_capture");
-    assert!(bin.exists(), "{} missing", bin.display());
-    bin
+    support::build_example("probe_capture", &["ebpf"])
 }
 
 /// A directory everyone can read and write, removed on drop.
@@ -285,29 +227,6 @@ struct Performed {
     status: Option<u64>,
     body_len: Option<u64>,
     sha256: Option<String>,
-}
-
-fn line_reader(out: impl Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines() {
-            let Ok(line) = line else { break };
-            let _ = tx.send(line);
-        }
-    });
-    rx
-}
-
-fn wait_line(rx: &mpsc::Receiver<String>, what: &str, pred: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(l) if pred(&l) => return l,
-            Ok(_) => {}
-            Err(_) => panic!("timed out waiting for {what}"),
-        }
-    }
 }
 
 /// Stops `probe_capture` and returns (exchanges by server address, stats).

@@ -9,7 +9,7 @@
 //! Needs root (namespaces, tc, packet sockets). Without root the tests fail
 //! with a clear message, unless `STOA_TAP_SKIP_NETNS=1` is set.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStderr, ChildStdout, Command, Stdio};
@@ -17,62 +17,16 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 use stoa_tap::source::live::{self, LiveConfig, LiveError};
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf()
-}
+mod support;
+use support::{line_reader, repo, wait_line};
 
-/// True if the test may go on; false to skip (env opt-out); panics otherwise.
 fn require_root() -> bool {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let euid = status
-        .lines()
-        .find(|l| l.starts_with("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(2))
-        .unwrap_or("");
-    if euid == "0" {
-        return true;
-    }
-    if std::env::var("STOA_TAP_SKIP_NETNS").as_deref() == Ok("1") {
-        eprintln!("skipping: not root and STOA_TAP_SKIP_NETNS=1");
-        return false;
-    }
-    panic!(
-        "the mirror tests need root (network namespaces, tc, packet capture); \
-         run them as root or set STOA_TAP_SKIP_NETNS=1 to skip"
-    );
+    support::require_root("the mirror tests need root (network namespaces, tc, packet capture)")
 }
 
-/// Builds the `live_capture` example with the same profile as this test and
-/// returns its path.
+/// The `live_capture` example, built with this test's profile.
 fn example_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable");
-    // target/<profile>/deps/mirror-HASH -> target/<profile>
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("profile dir")
-        .to_path_buf();
-    let release = profile_dir.file_name().is_some_and(|n| n == "release");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.args(["build", "-q", "-p", "stoa-tap", "--example", "live_capture"])
-        .arg("--manifest-path")
-        .arg(repo().join("Cargo.toml"))
-        .env(
-            "CARGO_TARGET_DIR",
-            profile_dir.parent().expect("target dir"),
-        );
-    if release {
-        cmd.arg("--release");
-    }
-    let status = cmd.status().expect("run cargo build");
-    assert!(status.success(), "building the live_capture example failed");
-    let bin = profile_dir.join("examples").join("live_capture");
-    assert!(bin.exists(), "{} missing", bin.display());
-    bin
+    support::build_example("live_capture", &[])
 }
 
 /// The namespaces and the processes started in them; everything is torn down
@@ -147,32 +101,6 @@ impl Drop for Topology {
             .arg(repo().join("tests/netns/mirror_topology.sh"))
             .args(["down", &self.prefix])
             .status();
-    }
-}
-
-/// Reads lines from a child in a thread, so waits can have deadlines.
-fn line_reader(out: impl Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines() {
-            let Ok(line) = line else { break };
-            // Keep draining after the receiver is gone, so the child never
-            // blocks on a full pipe.
-            let _ = tx.send(line);
-        }
-    });
-    rx
-}
-
-fn wait_line(rx: &mpsc::Receiver<String>, what: &str, pred: impl Fn(&str) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(l) if pred(&l) => return,
-            Ok(_) => {}
-            Err(_) => panic!("timed out waiting for {what}"),
-        }
     }
 }
 

@@ -1,0 +1,96 @@
+//! Helpers shared by the end-to-end tests that run programs in network
+//! namespaces (`mod support;` in each). Each test uses a subset.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// The workspace root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// True if the test may go on; false to skip (`STOA_TAP_SKIP_NETNS=1` when
+/// not root); panics otherwise. `what` names the tests and what they need.
+pub fn require_root(what: &str) -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let euid = status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .unwrap_or("");
+    if euid == "0" {
+        return true;
+    }
+    if std::env::var("STOA_TAP_SKIP_NETNS").as_deref() == Ok("1") {
+        eprintln!("skipping: not root and STOA_TAP_SKIP_NETNS=1");
+        return false;
+    }
+    panic!("{what}; run them as root or set STOA_TAP_SKIP_NETNS=1 to skip");
+}
+
+/// Builds example `name` of stoa-tap (with `features`) in the profile and
+/// target directory of the running test, and returns its path.
+pub fn build_example(name: &str, features: &[&str]) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable");
+    // target/<profile>/deps/TEST-HASH -> target/<profile>
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("profile dir")
+        .to_path_buf();
+    let release = profile_dir.file_name().is_some_and(|n| n == "release");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "-q", "-p", "stoa-tap", "--example", name])
+        .arg("--manifest-path")
+        .arg(repo().join("Cargo.toml"))
+        .env(
+            "CARGO_TARGET_DIR",
+            profile_dir.parent().expect("target dir"),
+        );
+    if !features.is_empty() {
+        cmd.args(["--features", &features.join(",")]);
+    }
+    if release {
+        cmd.arg("--release");
+    }
+    let status = cmd.status().expect("run cargo build");
+    assert!(status.success(), "building the {name} example failed");
+    let bin = profile_dir.join("examples").join(name);
+    assert!(bin.exists(), "{} missing", bin.display());
+    bin
+}
+
+/// Reads lines from a child in a thread, so waits can have deadlines.
+pub fn line_reader(out: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            // Keep draining after the receiver is gone, so the child never
+            // blocks on a full pipe.
+            let _ = tx.send(line);
+        }
+    });
+    rx
+}
+
+/// The first line matching `pred` within 30 s; panics naming `what` otherwise.
+pub fn wait_line(rx: &mpsc::Receiver<String>, what: &str, pred: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(l) if pred(&l) => return l,
+            Ok(_) => {}
+            Err(_) => panic!("timed out waiting for {what}"),
+        }
+    }
+}
