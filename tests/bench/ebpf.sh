@@ -14,8 +14,10 @@
 #   probe    the probe and its ring-buffer reader only (segments counted and
 #            dropped): what attaching the probe costs the traffic;
 #   full     the probe feeding the TCP/HTTP engine, as `stoa-tap run` does;
-#   full+n19 the same with the reader and engine at nice 19, so the traffic's
-#            processes win the CPU when both want it.
+#   batch    the same under SCHED_BATCH (`chrt -b 0`): a fair share of CPU,
+#            but no preemption of the traffic's processes when a batch of
+#            segments wakes the analyzer (CPUSchedulingPolicy=batch in the
+#            systemd unit).
 # Prints per round and overall: wrk throughput of each against the run
 # without the probe (target >= 0.95), exchanges seen / requests wrk
 # completed (target >= 99.9 %), ring-buffer drops, and the CPU time of the
@@ -68,10 +70,10 @@ cpu_s() { # PID -> utime+stime in seconds
 }
 
 echo "wrk: $THREADS thread(s), $CONNS connections, ${DURATION}s per run, $ROUNDS rounds, against 10.78.0.2:5555"
-probe_run() { # NAME NICE EXTRA-ARGS...
-    local name=$1 nice=$2
+probe_run() { # NAME POLICY(other|batch) EXTRA-ARGS...
+    local name=$1 policy=$2
     shift 2
-    ip netns exec "${P}g" nice -n "$nice" "$BIN" --iface t0 --port 5555 --no-exchanges "$@" \
+    ip netns exec "${P}g" chrt "--$policy" 0 "$BIN" --iface t0 --port 5555 --no-exchanges "$@" \
         > "$WORK/probe-$name.out" 2> "$WORK/probe-$name.err" &
     local pid=$!
     for _ in $(seq 100); do grep -q '"ready"' "$WORK/probe-$name.out" 2>/dev/null && break; sleep 0.1; done
@@ -85,9 +87,9 @@ probe_run() { # NAME NICE EXTRA-ARGS...
 
 for r in $(seq "$ROUNDS"); do
     wrk_run "off-$r"
-    probe_run "probe-$r" 0 --no-engine
-    probe_run "full-$r" 0
-    probe_run "n19-$r" 19
+    probe_run "probe-$r" other --no-engine
+    probe_run "full-$r" other
+    probe_run "batch-$r" batch
 done
 
 OUT="${BENCH_OUT:-$ROOT/bench-out}"
@@ -105,10 +107,10 @@ def probe(name):
     stats = [json.loads(l) for l in open(f"{work}/probe-{name}.out") if '"type":"stats"' in l][-1]
     cpu = float(open(f"{work}/probe-{name}.cpu").read())
     return stats, cpu
-kinds = [("probe", "probe only"), ("full", "full"), ("n19", "full+n19")]
+kinds = [("probe", "probe only"), ("full", "full"), ("batch", "full batch")]
 tot = {k: 0 for k, _ in kinds}
 tot_off = 0
-seen = {"full": 0, "n19": 0}
+seen = {"full": 0, "batch": 0}
 drops = {k: 0 for k, _ in kinds}
 print()
 print("== eBPF probe benchmark ==")
@@ -135,7 +137,7 @@ print()
 print(f"overall throughput with / without the probe (target >= 0.95):")
 for k, label in kinds:
     print(f"  {label:>11}: {tot[k]/tot_off:.3f}  (ring-buffer drops {drops[k]})")
-for k in ("full", "n19"):
+for k in ("full", "batch"):
     print(f"exchanges seen / sent, {dict(kinds)[k]}: {100*seen[k]/tot[k]:.4f} % (target >= 99.9 %)")
 stats, _ = probe(f"full-{rounds}")
 k = stats["probe"]["kernel"]
