@@ -270,7 +270,7 @@ fn parse<H: Headers>(h: &H, ctx: &TcContext, hook: u8) -> Result<(), Skip> {
     count(counter::SEGMENTS, 1);
     let payload_len = (l3_end - payload_off) as u32;
     // Pure ACKs carry nothing the analyzer needs that the next data segment
-    // does not carry too; skipping them halves the ring traffic.
+    // or FIN does not carry too: no record for them.
     if payload_len == 0
         && header.tcp_flags & (tcp_flags::SYN | tcp_flags::FIN | tcp_flags::RST) == 0
     {
@@ -321,6 +321,11 @@ fn skip_ipv6_extensions<H: Headers>(h: &H, l3: usize) -> Result<(usize, u8), Ski
                 next = h.u8(off)?;
                 off += len;
             }
+            // A fragment: TCP is not reachable without reassembly.
+            44 => {
+                count(counter::IPV6_EXTENSIONS, 1);
+                return Ok((off, next));
+            }
             // AH: length in 4-octet units, minus 2.
             51 => {
                 let len = (usize::from(h.u8(off + 1)?) + 2) * 4;
@@ -330,7 +335,7 @@ fn skip_ipv6_extensions<H: Headers>(h: &H, l3: usize) -> Result<(usize, u8), Ski
             _ => return Ok((off, next)),
         }
     }
-    if matches!(next, 0 | 43 | 44 | 51 | 60) {
+    if matches!(next, 0 | 43 | 51 | 60) {
         count(counter::IPV6_EXTENSIONS, 1);
     }
     Ok((off, next))
