@@ -11,11 +11,12 @@ cd "$(dirname "$0")/.."
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
-# System packages: capture tools used by tests and fixture scripts.
+# System packages: capture tools used by tests and fixture scripts, and
+# Chromium for the dashboard test.
 missing=()
 for pair in tshark:tshark tcpdump:tcpdump editcap:wireshark-common \
             pkg-config:pkg-config ethtool:ethtool ip:iproute2 tc:iproute2 \
-            nft:nftables iptables:iptables curl:curl; do
+            nft:nftables iptables:iptables curl:curl chromium:chromium; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
 done
 dpkg -s libpcap-dev >/dev/null 2>&1 || missing+=(libpcap-dev)

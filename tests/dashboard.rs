@@ -1,0 +1,143 @@
+//! The observe-only dashboard in a real browser: `stoa-tap run` replays the
+//! bundled capture of a real API, and headless Chromium loads `/`, runs its
+//! script against the live admin API, and the rendered page must show the
+//! summary and every learned operation.
+//!
+//! Needs Chromium (`/usr/bin/chromium`; the test command installs it). Without
+//! it the test fails with a clear message, unless `STOA_TAP_SKIP_BROWSER=1`.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+mod support;
+use support::repo;
+
+struct Kill(Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn chromium() -> Option<&'static str> {
+    ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+}
+
+/// The part of `dom` inside `<div id="ID">...</div>` (no nested divs there).
+fn section<'a>(dom: &'a str, id: &str) -> &'a str {
+    let open = format!("<div id=\"{id}\">");
+    let start = dom.find(&open).map(|i| i + open.len()).unwrap_or(dom.len());
+    let end = dom[start..].find("</div>").map_or(dom.len(), |i| start + i);
+    &dom[start..end]
+}
+
+#[test]
+fn dashboard_renders_the_live_summary_and_operations_in_chromium() {
+    let Some(browser) = chromium() else {
+        if std::env::var("STOA_TAP_SKIP_BROWSER").as_deref() == Ok("1") {
+            eprintln!("skipping: no Chromium and STOA_TAP_SKIP_BROWSER=1");
+            return;
+        }
+        panic!("the dashboard test needs Chromium (apt-get install chromium)");
+    };
+    let dir = std::env::temp_dir().join(format!("stoa-tap-dashboard-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let config = dir.join("empty.yaml");
+    std::fs::write(&config, "").expect("config");
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}/");
+    let _daemon = Kill(
+        Command::new(env!("CARGO_BIN_EXE_stoa-tap"))
+            .args(["run", "--config"])
+            .arg(&config)
+            .arg("--replay")
+            .arg(repo().join("fixtures/real/fidelity.pcap"))
+            .args(["--admin-bind", &format!("127.0.0.1:{port}")])
+            .arg("--state-dir")
+            .arg(dir.join("state"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start stoa-tap run"),
+    );
+
+    // The replay is done when the summary counts all 926 exchanges.
+    let summary_url = format!("{base}api/v1/summary");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = Command::new("curl")
+            .args(["-s", &summary_url])
+            .output()
+            .expect("curl");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        if v["exchanges_observed"] == 926 && v["operations"] == 35 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "replay not done: {v}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    let out = Command::new(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--virtual-time-budget=3000",
+        ])
+        .arg(format!("--user-data-dir={}", dir.join("profile").display()))
+        .arg("--dump-dom")
+        .arg(&base)
+        .output()
+        .expect("run chromium");
+    let dom = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && !dom.is_empty(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // The script ran and both API calls succeeded.
+    assert!(
+        dom.contains("id=\"status\" class=\"note\">Updated "),
+        "{dom}"
+    );
+    let summary = section(&dom, "summary");
+    assert!(
+        summary.contains("<th>exchanges_observed</th><td class=\"num\">926</td>"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("<th>operations</th><td class=\"num\">35</td>"),
+        "{summary}"
+    );
+    // One header row and one row per learned operation, templates as text.
+    let ops = section(&dom, "operations");
+    assert_eq!(ops.matches("<tr>").count(), 36, "{ops}");
+    for template in [
+        "/api/v1/users/{userId}/sessions",
+        "/api/v1/customers/{customerEmail}/preferences",
+        "/api/v1/accounts/{accountId}/transactions",
+    ] {
+        assert!(ops.contains(template), "{template} missing: {ops}");
+    }
+}
