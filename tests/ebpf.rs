@@ -346,10 +346,12 @@ fn probe_on_lo_in_a_fresh_namespace() {
     assert_same(&seen, "127.0.0.1:5555", v4);
     assert_same(&seen, "[::1]:5555", v6);
     assert_clean(&stats);
-    assert_eq!(
-        stats["engine"]["tcp"]["retransmitted_segments"], 0,
-        "lo seen twice? {stats}"
-    );
+    // Both hooks on lo would make every segment a duplicate; a loaded
+    // machine may still retransmit a few for real (tail loss probes).
+    let tcp = &stats["engine"]["tcp"];
+    let dup = tcp["retransmitted_segments"].as_u64().unwrap_or(u64::MAX);
+    let all = tcp["segments"].as_u64().unwrap_or(0);
+    assert!(dup * 20 < all, "lo seen twice? {stats}");
 }
 
 /// The probe's programs attached (TCX) to `dev` in namespace `role`.
