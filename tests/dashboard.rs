@@ -9,7 +9,6 @@
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 mod support;
 use support::repo;
@@ -77,19 +76,21 @@ fn dashboard_renders_the_live_summary_and_operations_in_chromium() {
 
     // The replay is done when the summary counts all 926 exchanges.
     let summary_url = format!("{base}api/v1/summary");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let out = Command::new("curl")
-            .args(["-s", &summary_url])
-            .output()
-            .expect("curl");
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        if v["exchanges_observed"] == 926 && v["operations"] == 35 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "replay not done: {v}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let v = support::poll_until(
+        30,
+        || {
+            let out = Command::new("curl")
+                .args(["-s", &summary_url])
+                .output()
+                .expect("curl");
+            serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap_or_default()
+        },
+        |v| v["exchanges_observed"] == 926 && v["operations"] == 35,
+    );
+    assert!(
+        v["exchanges_observed"] == 926 && v["operations"] == 35,
+        "replay not done: {v}"
+    );
 
     let out = Command::new(browser)
         .args([

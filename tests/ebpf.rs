@@ -485,16 +485,11 @@ fn stoa_tap_run_with_the_ebpf_source_as_an_unprivileged_user() {
     });
     let performed = net.client('c', "10.78.0.2");
     assert_eq!(performed.len(), ignored.len());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let s = loop {
-        let s = summary(&api);
-        if s["exchanges_observed"].as_u64() == Some(performed.len() as u64)
-            || Instant::now() > deadline
-        {
-            break s;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let s = support::poll_until(
+        20,
+        || summary(&api),
+        |s| s["exchanges_observed"].as_u64() == Some(performed.len() as u64),
+    );
     assert_eq!(
         s["exchanges_observed"].as_u64(),
         Some(performed.len() as u64),

@@ -114,6 +114,26 @@ fn triple(v: &serde_json::Value) -> Triple {
     )
 }
 
+/// Runs the client in the client namespace; returns what it performed.
+fn run_client(topo: &Topology) -> Vec<Triple> {
+    let client = Command::new("ip")
+        .args(["netns", "exec", &topo.ns('c')])
+        .arg("python3")
+        .arg(repo().join("tests/netns/mirror_client.py"))
+        .args(["10.77.0.2", "5555"])
+        .output()
+        .expect("run the client");
+    assert!(
+        client.status.success(),
+        "client failed: {}",
+        String::from_utf8_lossy(&client.stderr)
+    );
+    String::from_utf8_lossy(&client.stdout)
+        .lines()
+        .map(|l| triple(&serde_json::from_str(l).expect("client json")))
+        .collect()
+}
+
 /// Runs the client through the mirror while `live_capture` captures in the
 /// monitor namespace; with `recreate`, the capture interface is deleted and
 /// created again after the capture started. Returns the final stats line.
@@ -159,22 +179,7 @@ fn mirror_scenario(recreate: bool) -> serde_json::Value {
         });
     }
 
-    let client = Command::new("ip")
-        .args(["netns", "exec", &topo.ns('c')])
-        .arg("python3")
-        .arg(repo().join("tests/netns/mirror_client.py"))
-        .args(["10.77.0.2", "5555"])
-        .output()
-        .expect("run the client");
-    assert!(
-        client.status.success(),
-        "client failed: {}",
-        String::from_utf8_lossy(&client.stderr)
-    );
-    let mut performed: Vec<Triple> = String::from_utf8_lossy(&client.stdout)
-        .lines()
-        .map(|l| triple(&serde_json::from_str(l).expect("client json")))
-        .collect();
+    let mut performed = run_client(&topo);
     assert!(
         performed.len() >= 40,
         "client did {} requests",
@@ -554,22 +559,7 @@ fn stoa_tap_run_on_the_mirror_port_sees_the_client_exchanges() {
         l.contains("running")
     });
 
-    let client = Command::new("ip")
-        .args(["netns", "exec", &topo.ns('c')])
-        .arg("python3")
-        .arg(repo().join("tests/netns/mirror_client.py"))
-        .args(["10.77.0.2", "5555"])
-        .output()
-        .expect("run the client");
-    assert!(
-        client.status.success(),
-        "client failed: {}",
-        String::from_utf8_lossy(&client.stderr)
-    );
-    let performed: Vec<Triple> = String::from_utf8_lossy(&client.stdout)
-        .lines()
-        .map(|l| triple(&serde_json::from_str(l).expect("client json")))
-        .collect();
+    let performed = run_client(&topo);
 
     let api = |path: &str| -> serde_json::Value {
         let out = Command::new("ip")
@@ -579,16 +569,11 @@ fn stoa_tap_run_on_the_mirror_port_sees_the_client_exchanges() {
             .expect("curl in the monitor namespace");
         serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
     };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let summary = loop {
-        let s = api("summary");
-        if s["exchanges_observed"].as_u64() == Some(performed.len() as u64)
-            || Instant::now() > deadline
-        {
-            break s;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let summary = support::poll_until(
+        20,
+        || api("summary"),
+        |s| s["exchanges_observed"].as_u64() == Some(performed.len() as u64),
+    );
     assert_eq!(
         summary["exchanges_observed"].as_u64(),
         Some(performed.len() as u64),

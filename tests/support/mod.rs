@@ -94,3 +94,16 @@ pub fn wait_line(rx: &mpsc::Receiver<String>, what: &str, pred: impl Fn(&str) ->
         }
     }
 }
+
+/// Calls `probe` every 200 ms until `done` holds for its value or `secs`
+/// seconds pass; returns the last value either way (the caller asserts).
+pub fn poll_until<T>(secs: u64, mut probe: impl FnMut() -> T, done: impl Fn(&T) -> bool) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let v = probe();
+        if done(&v) || Instant::now() > deadline {
+            return v;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

@@ -96,7 +96,7 @@ pub(super) fn start(cfg: ProbeConfig, sink: SegmentSink) -> Result<Running, Prob
     let missing = missing_capabilities();
     if !missing.is_empty() {
         return Err(ProbeError::Load(format!(
-            "missing {} (the eBPF source needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON)",
+            "missing {} ({NEEDS})",
             missing.join(", ")
         )));
     }
@@ -193,10 +193,13 @@ pub(super) fn start(cfg: ProbeConfig, sink: SegmentSink) -> Result<Running, Prob
     })
 }
 
+/// What the probe needs, in error messages.
+const NEEDS: &str = "the eBPF source needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON";
+
 /// Permission errors name the capabilities the probe needs.
 fn with_hint(message: String) -> String {
     if message.contains("Operation not permitted") || message.contains("EPERM") {
-        format!("{message} (the eBPF source needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON)")
+        format!("{message} ({NEEDS})")
     } else {
         message
     }
@@ -335,14 +338,13 @@ impl Running {
         Ok(())
     }
 
-    pub(super) fn stop(mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+    /// Same as dropping it; named for the call sites.
+    pub(super) fn stop(self) {
+        drop(self);
     }
 }
 
+/// Stops the reader, which detaches the probe and drains the ring.
 impl Drop for Running {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
