@@ -12,6 +12,10 @@
 # ROUNDS > 1 repeats the direct/relay pairs and prints the median ratio and
 # added p99 per load (useful when the machine is shared).
 # env RELAY_ARGS: extra tproxy_relay options (e.g. "--workers 1", "--stall")
+# env REFERENCE=haproxy|none (default haproxy when installed): also measure
+# HAProxy in TCP mode as a transparent relay (TPROXY on :5557, `usesrc
+# clientip`, 2 threads) in the same rounds, as a reference for what a mature
+# relay achieves on the same machine and topology.
 # Needs root, wrk, nft. The 2 cores of the CI machine are shared by wrk, the
 # relay, the server and the kernel forwarding path.
 set -euo pipefail
@@ -38,15 +42,48 @@ trap cleanup EXIT
 
 "$HERE/tproxy_netns.sh" up "$P"
 "$BIN" --print-rules --rules-iface t0 | ip netns exec "$T" nft -f -
+REFERENCE=${REFERENCE:-$(command -v haproxy >/dev/null && echo haproxy || echo none)}
+if [ "$REFERENCE" = haproxy ]; then
+    ip netns exec "$T" nft add rule inet stoa_tap prerouting iifname t0 meta nfproto ipv4 \
+        tcp dport 5557 tproxy ip to :15002 meta mark set 0x1 accept
+fi
 ip netns exec "$T" ip rule add fwmark 0x1/0x1 lookup 100
 ip netns exec "$T" ip route add local 0.0.0.0/0 dev lo table 100
 
 mkfifo "$WORK/srv.in" "$WORK/relay.in"
-ip netns exec "$G" "$BIN" --serve '[::]:5555' --serve '[::]:5556' --serve-body "$BODY" \
+ip netns exec "$G" "$BIN" --serve '[::]:5555' --serve '[::]:5556' --serve '[::]:5557' --serve-body "$BODY" \
     < "$WORK/srv.in" > "$WORK/srv.out" 2>&1 &
 exec 8>"$WORK/srv.in"
 ip netns exec "$T" "$BIN" --spoof --quiet ${RELAY_ARGS:-} < "$WORK/relay.in" > "$WORK/relay.out" 2>"$WORK/relay.err" &
+RELAY_PID=$!
 exec 9>"$WORK/relay.in"
+if [ "$REFERENCE" = haproxy ]; then
+    cat > "$WORK/haproxy.cfg" <<CFG
+global
+    maxconn 4000
+    nbthread 2
+    log stderr local0 err
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+listen relay
+    option splice-auto
+    bind 0.0.0.0:15002 transparent
+    source 0.0.0.0 usesrc clientip
+    server gateway 0.0.0.0
+CFG
+    ip netns exec "$T" haproxy -db -f "$WORK/haproxy.cfg" > "$WORK/haproxy.out" 2>&1 8>&- 9>&- &
+    # Without a listener the TPROXY rule does not match and the packets are
+    # simply forwarded: the "reference" would then measure the direct path.
+    for _ in $(seq 50); do
+        ip netns exec "$T" ss -Htln 'sport = :15002' | grep -q . && break
+        sleep 0.1
+    done
+    ip netns exec "$T" ss -Htln 'sport = :15002' | grep -q . \
+        || { echo "haproxy did not start:" >&2; cat "$WORK/haproxy.out" >&2; exit 1; }
+fi
 for _ in $(seq 50); do
     grep -q ready "$WORK/srv.out" 2>/dev/null && grep -q ready "$WORK/relay.out" 2>/dev/null && break
     sleep 0.1
@@ -73,6 +110,7 @@ PY
 # Warm-up (ARP/ND, page cache).
 ip netns exec "$C" wrk -t1 -c4 -d1s "http://10.77.2.2:5556/" >/dev/null
 ip netns exec "$C" wrk -t1 -c4 -d1s "http://10.77.2.2:5555/" >/dev/null
+[ "$REFERENCE" = haproxy ] && ip netns exec "$C" wrk -t1 -c4 -d1s "http://10.77.2.2:5557/" >/dev/null
 
 echo "run: ${DUR}s per measurement, ${BODY} B bodies, ${ROUNDS} round(s)"
 # Each round measures direct then relayed back to back, so that a burst of
@@ -83,30 +121,46 @@ for round in $(seq "$ROUNDS"); do
         set -- $load
         d=$(run "direct-c$2" 5556 "$1" "$2")
         r=$(run "relay-c$2" 5555 "$1" "$2")
-        echo "$round $2 $1 $d $r" >> "$WORK/rows"
+        h="- - -"
+        [ "$REFERENCE" = haproxy ] && h=$(run "haproxy-c$2" 5557 "$1" "$2")
+        echo "$round $2 $1 $d $r $h" >> "$WORK/rows"
     done
 done
 python3 - "$WORK/rows" <<'PY'
 import statistics, sys
 rows = [l.split() for l in open(sys.argv[1])]
-fmt = "%-6s %-6s %8s %12s %12s %8s %10s %10s %10s %10s %12s"
+fmt = "%-6s %-6s %8s %12s %12s %8s %10s %10s %10s %10s %12s %12s %10s %14s"
 print(fmt % ("round", "conns", "threads", "direct_rps", "relay_rps", "ratio",
-             "d_p50_us", "r_p50_us", "d_p99_us", "r_p99_us", "added_p99_us"))
+             "d_p50_us", "r_p50_us", "d_p99_us", "r_p99_us", "added_p99_us",
+             "haproxy_rps", "hap_ratio", "hap_added_p99"))
 per = {}
-for rnd, conns, thr, drps, dp50, dp99, rrps, rp50, rp99 in rows:
+for rnd, conns, thr, drps, dp50, dp99, rrps, rp50, rp99, hrps, hp50, hp99 in rows:
     ratio = float(rrps) / float(drps)
     added = int(float(rp99) - float(dp99))
-    per.setdefault(conns, []).append((ratio, added))
-    print(fmt % (rnd, conns, thr, drps, rrps, "%.3f" % ratio, dp50, rp50, dp99, rp99, added))
-if len(rows) > 2:
-    for conns, v in per.items():
-        print("median over %d rounds, %s conn(s): ratio %.3f, added p99 %d us" % (
-            len(v), conns, statistics.median(x[0] for x in v),
-            statistics.median(x[1] for x in v)))
+    if hrps == "-":
+        href, hadd = None, None
+    else:
+        href, hadd = float(hrps) / float(drps), int(float(hp99) - float(dp99))
+    per.setdefault(conns, []).append((ratio, added, href, hadd))
+    print(fmt % (rnd, conns, thr, drps, rrps, "%.3f" % ratio, dp50, rp50, dp99, rp99, added,
+                 hrps, "-" if href is None else "%.3f" % href, "-" if hadd is None else hadd))
+for conns, v in per.items():
+    line = "median over %d round(s), %s conn(s): ratio %.3f, added p99 %d us" % (
+        len(v), conns, statistics.median(x[0] for x in v),
+        statistics.median(x[1] for x in v))
+    if v[0][2] is not None:
+        line += "; haproxy ratio %.3f, added p99 %d us" % (
+            statistics.median(x[2] for x in v), statistics.median(x[3] for x in v))
+    print(line)
 PY
 
+if [ "$REFERENCE" = haproxy ] && ! ip netns exec "$T" ss -Htln 'sport = :15002' | grep -q .; then
+    echo "haproxy exited during the run; its figures are void:" >&2
+    cat "$WORK/haproxy.out" >&2
+fi
 exec 9>&-
-sleep 1
+# The relay prints its stats once its stdin closes and its queue is drained.
+for _ in $(seq 100); do kill -0 "$RELAY_PID" 2>/dev/null || break; sleep 0.1; done
 echo
 echo "relay stats:"
 grep '"event":"stats"' "$WORK/relay.out" | python3 -c "
