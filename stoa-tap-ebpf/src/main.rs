@@ -16,7 +16,7 @@
 #![no_main]
 
 use aya_ebpf::{
-    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, TC_ACT_UNSPEC},
+    bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, TC_ACT_UNSPEC},
     helpers::{
         bpf_ktime_get_ns,
         generated::{bpf_loop, bpf_skb_load_bytes},
@@ -39,12 +39,20 @@ static PORTS: Array<PortBitmap> = Array::with_max_entries(1, 0);
 #[map(name = "EVENTS")]
 static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
 
-/// Bytes waiting in the ring above which a record wakes the reader up; below
-/// it the reader drains on its own timer. A wake-up per record would cost an
-/// irq_work on the traffic's path for every segment. Set by userspace at load
-/// time (aya rewrites this read-only global).
+/// Bytes one CPU writes to the ring between two wake-ups of the reader;
+/// between them the reader drains on its own timer. A wake-up per record would
+/// cost an irq_work on the traffic's path for every segment. Userspace sets it
+/// at load time (aya rewrites this read-only global) to a share of the ring
+/// such that all CPUs together wake the reader before the ring is 1/8 full.
 #[unsafe(no_mangle)]
 static WAKEUP_BYTES: u64 = 1 << 20;
+
+/// Bytes this CPU has written since it last woke the reader. Counted per CPU
+/// rather than asking the ring how full it is (`bpf_ringbuf_query`), which
+/// reads the consumer position that the reader's CPU keeps writing: a cache
+/// miss on every record.
+#[map(name = "WAKE_CREDIT")]
+static WAKE_CREDIT: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 /// Per-CPU counters, indexed by `stoa_tap_abi::counter`.
 #[map(name = "COUNTERS")]
@@ -355,7 +363,9 @@ unsafe extern "C" fn emit_chunk(index: u64, data: *mut c_void) -> i64 {
     } else {
         remaining
     };
-    rec.header = state.header;
+    // A plain assignment compiles to a call of a BPF `memmove` subprogram (the
+    // pointers may alias as far as LLVM knows); this is 9 inline word copies.
+    unsafe { core::ptr::copy_nonoverlapping(&state.header, &mut rec.header, 1) };
     rec.header.chunk_offset = off;
     rec.header.chunk_len = len;
     let mut flags = 0;
@@ -393,11 +403,19 @@ unsafe extern "C" fn emit_chunk(index: u64, data: *mut c_void) -> i64 {
     // Same for the size of the ring-buffer copy: at most the record.
     let total = HEADER_LEN + (core::hint::black_box(len) as usize & (2 * CHUNK - 1)).min(CHUNK);
     let bytes = unsafe { core::slice::from_raw_parts((rec as *const Record).cast::<u8>(), total) };
-    let pending = EVENTS.query(u64::from(BPF_RB_AVAIL_DATA));
-    let wake = if pending >= unsafe { core::ptr::read_volatile(&WAKEUP_BYTES) } {
-        BPF_RB_FORCE_WAKEUP
-    } else {
-        BPF_RB_NO_WAKEUP
+    let wake = match WAKE_CREDIT.get_ptr_mut(0) {
+        Some(credit) => {
+            // Per-CPU value, and a TC program is not preempted: no atomics.
+            let credit = unsafe { &mut *credit };
+            *credit += total as u64;
+            if *credit >= unsafe { core::ptr::read_volatile(&WAKEUP_BYTES) } {
+                *credit = 0;
+                BPF_RB_FORCE_WAKEUP
+            } else {
+                BPF_RB_NO_WAKEUP
+            }
+        }
+        None => BPF_RB_FORCE_WAKEUP,
     };
     match EVENTS.output::<[u8]>(bytes, u64::from(wake)) {
         Ok(()) => {

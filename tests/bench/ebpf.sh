@@ -18,6 +18,13 @@
 #            but no preemption of the traffic's processes when a batch of
 #            segments wakes the analyzer (CPUSchedulingPolicy=batch in the
 #            systemd unit).
+# and two references on the same interface, in the same rounds:
+#   tcpdump  `tcpdump -w /dev/null` with the same port filter: the classic
+#            libpcap tap, capture only (compare with "probe only");
+#   pcap     the `live_capture` example: libpcap capture feeding the same
+#            engine (compare with "full").
+# Each tapped run is compared with the mean of the untapped runs just before
+# and just after it.
 # Prints per round and overall: wrk throughput of each against the run
 # without the probe (target >= 0.95), exchanges seen / requests wrk
 # completed (target >= 99.9 %), ring-buffer drops, and the CPU time of the
@@ -39,8 +46,10 @@ for tool in wrk nginx; do
     fi
 done
 bash stoa-tap-ebpf/toolchain.sh >/dev/null
-cargo build --release -q -p stoa-tap --features ebpf --example probe_capture
+command -v tcpdump >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y tcpdump >/dev/null
+cargo build --release -q -p stoa-tap --features ebpf --example probe_capture --example live_capture
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/probe_capture"
+PCAP_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/live_capture"
 
 P="seb$$x"
 WORK="$(mktemp -d /tmp/stoa-ebpf-bench.XXXXXX)"
@@ -85,63 +94,108 @@ probe_run() { # NAME POLICY(other|batch) EXTRA-ARGS...
     wait "$pid" || true
 }
 
+ref_run() { # NAME CMD... : a reference tap in the gateway namespace during one wrk run
+    local name=$1
+    shift
+    ip netns exec "${P}g" "$@" > "$WORK/ref-$name.out" 2> "$WORK/ref-$name.err" &
+    local pid=$!
+    sleep 1
+    kill -0 "$pid" 2>/dev/null || { cat "$WORK/ref-$name.err" >&2; exit 1; }
+    wrk_run "$name"
+    sleep 1
+    cpu_s "$pid" > "$WORK/ref-$name.cpu" 2>/dev/null || echo 0 > "$WORK/ref-$name.cpu"
+    kill -TERM "$pid"
+    wait "$pid" || true
+}
+
+# Every tapped run sits between two untapped ones: off-R-0, probe, off-R-1,
+# full, off-R-2, ... Its baseline is the mean of those two neighbours, so
+# that the machine's drift over a round (seen here: +-12 % between the start
+# and the end of one) weighs on both sides of each ratio alike.
 for r in $(seq "$ROUNDS"); do
-    wrk_run "off-$r"
+    wrk_run "off-$r-0"
     probe_run "probe-$r" other --no-engine
+    wrk_run "off-$r-1"
     probe_run "full-$r" other
+    wrk_run "off-$r-2"
     probe_run "batch-$r" batch
+    wrk_run "off-$r-3"
+    ref_run "tcpdump-$r" tcpdump -i t0 -s 0 -B 65536 -n -w /dev/null tcp port 5555
+    wrk_run "off-$r-4"
+    ref_run "pcap-$r" "$PCAP_BIN" --iface t0 --port 5555 --no-exchanges
+    wrk_run "off-$r-5"
 done
 
 OUT="${BENCH_OUT:-$ROOT/bench-out}"
 mkdir -p "$OUT"
 cat "$WORK"/probe-*.out | grep '"type":"stats"' > "$OUT/ebpf-stats.json" || true
 python3 - "$WORK" "$ROUNDS" "$DURATION" <<'PY'
-import json, re, sys
+import json, re, statistics, sys
 work, rounds, dur = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
 def wrk(name):
     t = open(f"{work}/wrk-{name}.out").read()
     n = int(re.search(r"(\d+) requests in", t).group(1))
     errs = re.search(r"Socket errors: (.*)", t)
     return n, (errs.group(1) if errs else "")
-def probe(name):
-    stats = [json.loads(l) for l in open(f"{work}/probe-{name}.out") if '"type":"stats"' in l][-1]
-    cpu = float(open(f"{work}/probe-{name}.cpu").read())
-    return stats, cpu
-kinds = [("probe", "probe only"), ("full", "full"), ("batch", "full batch")]
+def stats_of(path):
+    return [json.loads(l) for l in open(path) if '"type":"stats"' in l][-1]
+def cpu_of(path):
+    return float(open(path).read())
+# variant -> (label, reads stats?)
+kinds = [("probe", "probe only"), ("full", "full"), ("batch", "full batch"),
+         ("tcpdump", "tcpdump"), ("pcap", "pcap full")]
+ratios = {k: [] for k, _ in kinds}
 tot = {k: 0 for k, _ in kinds}
-tot_off = 0
-seen = {"full": 0, "batch": 0}
+tot_off = {k: 0 for k, _ in kinds}
+seen = {k: 0 for k in ("full", "batch", "pcap")}
 drops = {k: 0 for k, _ in kinds}
 print()
 print("== eBPF probe benchmark ==")
-print(f"{'round':>5} {'variant':>11} {'req/s':>9} {'ratio':>7} {'seen/sent':>11} {'ring drops':>10} {'gaps':>6} {'reader CPU':>11}")
+print("baseline of each run: mean of the untapped runs just before and after it")
+print(f"{'round':>5} {'variant':>11} {'req/s':>9} {'ratio':>7} {'seen/sent':>11} {'drops':>8} {'gaps':>6} {'tap CPU':>9}")
 for r in range(1, rounds + 1):
-    off, e = wrk(f"off-{r}")
-    tot_off += off
-    print(f"{r:>5} {'no probe':>11} {off/dur:>9.0f}" + (f"  wrk errors: {e}" if e else ""))
-    for k, label in kinds:
+    offs = [wrk(f"off-{r}-{i}") for i in range(len(kinds) + 1)]
+    print(f"{r:>5} {'no tap':>11} " + " ".join(f"{n/dur:.0f}" for n, _ in offs)
+          + "".join(f"  wrk errors: {e}" for _, e in offs if e))
+    for i, (k, label) in enumerate(kinds):
+        off = (offs[i][0] + offs[i + 1][0]) / 2
+        tot_off[k] += off
         n, e = wrk(f"{k}-{r}")
-        stats, cpu = probe(f"{k}-{r}")
-        kern = stats["probe"]["kernel"]
         tot[k] += n
-        drops[k] += kern["ring_full_records"]
+        ratios[k].append(n / off)
         line = f"{'':>5} {label:>11} {n/dur:>9.0f} {n/off:>7.3f} "
-        if k == "probe":
-            line += f"{'-':>11} "
+        if k in ("probe", "full", "batch"):
+            st = stats_of(f"{work}/probe-{k}-{r}.out")
+            cpu = cpu_of(f"{work}/probe-{k}-{r}.cpu")
+            d = st["probe"]["kernel"]["ring_full_records"]
+            gaps = st["engine"]["tcp"]["gaps"]
+        elif k == "pcap":
+            st = stats_of(f"{work}/ref-{k}-{r}.out")
+            cpu = cpu_of(f"{work}/ref-{k}-{r}.cpu")
+            d = st["kernel_dropped"] + st["frames_dropped_queue"]
+            gaps = st["engine"]["tcp"]["gaps"]
         else:
-            seen[k] += stats["answered"]
-            line += f"{100*stats['answered']/n:>10.4f}% "
-        line += f"{kern['ring_full_records']:>10} {stats['engine']['tcp']['gaps']:>6} {cpu:>9.2f} s"
+            st, gaps = None, "-"
+            cpu = cpu_of(f"{work}/ref-{k}-{r}.cpu")
+            m = re.search(r"(\d+) packets dropped by kernel", open(f"{work}/ref-{k}-{r}.err").read())
+            d = int(m.group(1)) if m else 0
+        drops[k] += d
+        if k in seen:
+            seen[k] += st["answered"]
+            line += f"{100*st['answered']/n:>10.4f}% "
+        else:
+            line += f"{'-':>11} "
+        line += f"{d:>8} {gaps:>6} {cpu:>7.2f} s"
         print(line + (f"  wrk errors: {e}" if e else ""))
 print()
-print(f"overall throughput with / without the probe (target >= 0.95):")
+print("throughput with / without the tap (target >= 0.95): overall, and median of the rounds")
 for k, label in kinds:
-    print(f"  {label:>11}: {tot[k]/tot_off:.3f}  (ring-buffer drops {drops[k]})")
-for k in ("full", "batch"):
+    print(f"  {label:>11}: {tot[k]/tot_off[k]:.3f}  median {statistics.median(ratios[k]):.3f}  (drops {drops[k]})")
+for k in seen:
     print(f"exchanges seen / sent, {dict(kinds)[k]}: {100*seen[k]/tot[k]:.4f} % (target >= 99.9 %)")
-stats, _ = probe(f"full-{rounds}")
-k = stats["probe"]["kernel"]
+st = stats_of(f"{work}/probe-full-{rounds}.out")
+k = st["probe"]["kernel"]
 print(f"last full run probe counters: packets {k['packets']}, segments {k['segments']}, records {k['records']}, "
       f"payload {k['payload_bytes']/1e6:.1f} MB, super-packets {k['multi_chunk_segments']}, "
-      f"queue drops {stats['segments_dropped_queue']}, reassembly gaps {stats['engine']['tcp']['gaps']}")
+      f"queue drops {st['segments_dropped_queue']}, reassembly gaps {st['engine']['tcp']['gaps']}")
 PY

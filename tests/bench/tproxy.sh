@@ -12,7 +12,7 @@
 # ROUNDS > 1 repeats the direct/relay pairs and prints the median ratio and
 # added p99 per load (useful when the machine is shared).
 # env RELAY_ARGS: extra tproxy_relay options (e.g. "--workers 1", "--stall")
-# env REFERENCE=haproxy|none (default haproxy when installed): also measure
+# env REFERENCE=haproxy|none (default haproxy, installed if missing): also measure
 # HAProxy in TCP mode as a transparent relay (TPROXY on :5557, `usesrc
 # clientip`, 2 threads) in the same rounds, as a reference for what a mature
 # relay achieves on the same machine and topology.
@@ -42,7 +42,11 @@ trap cleanup EXIT
 
 "$HERE/tproxy_netns.sh" up "$P"
 "$BIN" --print-rules --rules-iface t0 | ip netns exec "$T" nft -f -
-REFERENCE=${REFERENCE:-$(command -v haproxy >/dev/null && echo haproxy || echo none)}
+REFERENCE=${REFERENCE:-haproxy}
+if [ "$REFERENCE" = haproxy ] && ! command -v haproxy >/dev/null; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y haproxy >/dev/null 2>&1 \
+        || { echo "haproxy not installable: no reference relay" >&2; REFERENCE=none; }
+fi
 if [ "$REFERENCE" = haproxy ]; then
     ip netns exec "$T" nft add rule inet stoa_tap prerouting iifname t0 meta nfproto ipv4 \
         tcp dport 5557 tproxy ip to :15002 meta mark set 0x1 accept

@@ -101,8 +101,11 @@ pub(super) fn start(cfg: ProbeConfig, sink: SegmentSink) -> Result<Running, Prob
         )));
     }
     let ring_bytes = ring_size(cfg.ring_bytes);
-    // Wake the reader early only when an eighth of the ring is waiting.
-    let wakeup = u64::from(ring_bytes / 8);
+    // Wake the reader early only when an eighth of the ring may be waiting:
+    // each CPU counts what it wrote since its own last wake-up, so each gets
+    // an equal share of that eighth.
+    let cpus = aya::util::nr_cpus().map_or(1, |n| n.max(1));
+    let wakeup = (u64::from(ring_bytes / 8) / cpus as u64).max(stoa_tap_abi::CHUNK as u64);
     let mut ebpf = EbpfLoader::new()
         .map_max_entries(names::EVENTS, ring_bytes)
         .override_global(names::WAKEUP_BYTES, &wakeup, true)
