@@ -23,15 +23,20 @@ pub(crate) enum BodyKind {
 /// Normalised media type (`type/subtype`, lowercase, no parameters), or
 /// `None` when the header is missing or malformed.
 pub(crate) fn media_type(ct: &str) -> Option<std::borrow::Cow<'_, str>> {
-    let mt = ct.split(';').next().unwrap_or("").trim();
+    let mt = crate::util::before_byte(ct, b';').trim();
     if mt.is_empty() || mt.len() > 80 {
         return None;
     }
-    let (t, s) = mt.split_once('/')?;
+    let (t, s) = crate::util::split_once_byte(mt, b'/')?;
     let ok = |x: &str| {
         !x.is_empty()
-            && x.bytes()
-                .all(|c| c.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&c))
+            && x.bytes().all(|c| {
+                c.is_ascii_alphanumeric()
+                    || matches!(
+                        c,
+                        b'!' | b'#' | b'$' | b'&' | b'-' | b'^' | b'_' | b'.' | b'+'
+                    )
+            })
     };
     if !ok(t) || !ok(s) {
         return None;

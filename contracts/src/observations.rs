@@ -345,8 +345,8 @@ impl Observations {
         let mut seg_buf: [&str; MAX_DEPTH_HARD + 1] = [""; MAX_DEPTH_HARD + 1];
         let mut n = 0;
         let mut deeper = false;
-        for s in target.path.split('/') {
-            let s = s.split(';').next().unwrap_or("");
+        for s in crate::util::split_byte(target.path, b'/') {
+            let s = crate::util::before_byte(s, b';');
             if s.is_empty() {
                 continue;
             }
@@ -447,7 +447,13 @@ impl Observations {
         let mut authenticated = false;
         for h in &ex.request.headers {
             lower.clear();
-            lower.extend(h.name.chars().take(64).map(|c| c.to_ascii_lowercase()));
+            if h.name.len() <= 64 {
+                // The common case: no character walk needed.
+                lower.push_str(&h.name);
+                lower.make_ascii_lowercase();
+            } else {
+                lower.extend(h.name.chars().take(64).map(|c| c.to_ascii_lowercase()));
+            }
             let l = lower.as_str();
             match l {
                 "content-type" => content_type = Some(h.value.as_str()),

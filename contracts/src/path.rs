@@ -24,7 +24,7 @@ pub(crate) struct Target<'a> {
 }
 
 pub(crate) fn split_target(t: &str) -> Target<'_> {
-    let t = t.split('#').next().unwrap_or("");
+    let t = crate::util::before_byte(t, b'#');
     let (mut rest, mut authority) = (t, None);
     if let Some(i) = t.find("://") {
         if t[..i].bytes().all(|c| c.is_ascii_alphabetic()) {
@@ -41,7 +41,7 @@ pub(crate) fn split_target(t: &str) -> Target<'_> {
             authority: None,
         };
     }
-    let (path, query) = match rest.split_once('?') {
+    let (path, query) = match crate::util::split_once_byte(rest, b'?') {
         Some((p, q)) => (p, Some(q)),
         None => (rest, None),
     };

@@ -42,6 +42,47 @@ pub(crate) fn mix(a: u64, b: u64) -> u64 {
     fmix64(a.rotate_left(23) ^ b.wrapping_mul(0x9e37_79b9_7f4a_7c15))
 }
 
+/// Position of the ASCII byte `sep` in `s`. A plain scan: paths, segments and
+/// header values are short, and for them it costs less than the searcher
+/// behind `str::split(char)`, which sets up a vectorised search per call.
+fn find_byte(s: &str, sep: u8) -> Option<usize> {
+    debug_assert!(sep.is_ascii());
+    s.bytes().position(|b| b == sep)
+}
+
+/// The text before the first ASCII `sep` (all of `s` when there is none).
+pub(crate) fn before_byte(s: &str, sep: u8) -> &str {
+    match find_byte(s, sep) {
+        // An ASCII byte always sits on a character boundary.
+        Some(i) => s.get(..i).unwrap_or(s),
+        None => s,
+    }
+}
+
+/// `str::split_once` for an ASCII separator.
+pub(crate) fn split_once_byte(s: &str, sep: u8) -> Option<(&str, &str)> {
+    let i = find_byte(s, sep)?;
+    Some((s.get(..i)?, s.get(i + 1..)?))
+}
+
+/// `str::split` for an ASCII separator.
+pub(crate) fn split_byte(s: &str, sep: u8) -> impl Iterator<Item = &str> {
+    let mut rest = Some(s);
+    std::iter::from_fn(move || {
+        let r = rest?;
+        match split_once_byte(r, sep) {
+            Some((head, tail)) => {
+                rest = Some(tail);
+                Some(head)
+            }
+            None => {
+                rest = None;
+                Some(r)
+            }
+        }
+    })
+}
+
 pub(crate) fn is_zero(v: &u64) -> bool {
     *v == 0
 }
@@ -351,6 +392,36 @@ pub(crate) fn rfc3339(ns: u64) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn byte_splitting_matches_str_splitting() {
+        let inputs = [
+            "",
+            "/",
+            "//",
+            "/a/b;c=1/",
+            "a;b;c",
+            "caf\u{e9}/\u{20ac};x",
+            "no-sep",
+            ";",
+            "/api/v1/users/42",
+        ];
+        for s in inputs {
+            for sep in [b'/', b';', b'?'] {
+                let c = char::from(sep);
+                let ours: Vec<&str> = split_byte(s, sep).collect();
+                let std: Vec<&str> = s.split(c).collect();
+                assert_eq!(ours, std, "{s:?} split by {c:?}");
+                assert_eq!(split_once_byte(s, sep), s.split_once(c), "{s:?} {c:?}");
+                assert_eq!(
+                    before_byte(s, sep),
+                    s.split(c).next().unwrap_or(""),
+                    "{s:?} {c:?}"
+                );
+            }
+        }
+    }
+
     use super::*;
     use crate::config::Limits;
 

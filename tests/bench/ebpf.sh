@@ -47,7 +47,8 @@ for tool in wrk nginx; do
 done
 bash stoa-tap-ebpf/toolchain.sh >/dev/null
 command -v tcpdump >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y tcpdump >/dev/null
-cargo build --release -q -p stoa-tap --features ebpf --example probe_capture --example live_capture
+cargo build --release -q -p stoa-tap --features ebpf --bin stoa-tap --example probe_capture --example live_capture
+STOA_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/stoa-tap"
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/probe_capture"
 PCAP_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/live_capture"
 
@@ -108,6 +109,29 @@ ref_run() { # NAME CMD... : a reference tap in the gateway namespace during one 
     wait "$pid" || true
 }
 
+daemon_run() { # NAME: `stoa-tap run --ebpf` (workers, aggregator, contracts) during one wrk run
+    local name=$1 api=http://127.0.0.1:9191
+    ip netns exec "${P}g" "$STOA_BIN" run --ebpf t0 --port 5555 --admin-bind 127.0.0.1:9191 \
+        --state-dir "$WORK/state-$name" ${DAEMON_ARGS:-} > "$WORK/daemon-$name.out" 2> "$WORK/daemon-$name.err" &
+    local pid=$!
+    for _ in $(seq 100); do
+        ip netns exec "${P}g" curl -sf "$api/readyz" >/dev/null 2>&1 && break
+        sleep 0.1
+    done
+    ip netns exec "${P}g" curl -sf "$api/readyz" >/dev/null || { cat "$WORK/daemon-$name.err" >&2; exit 1; }
+    local before
+    before=$(ip netns exec "${P}g" curl -sf "$api/api/v1/summary")
+    wrk_run "$name"
+    # Let the workers and the aggregator catch up before reading the counts.
+    sleep 2
+    echo "$before" > "$WORK/daemon-$name.before"
+    ip netns exec "${P}g" curl -sf "$api/api/v1/summary" > "$WORK/daemon-$name.summary"
+    ip netns exec "${P}g" curl -sf "$api/metrics" > "$WORK/daemon-$name.metrics"
+    cpu_s "$pid" > "$WORK/daemon-$name.cpu"
+    kill -TERM "$pid"
+    wait "$pid" || true
+}
+
 # Every tapped run sits between two untapped ones: off-R-0, probe, off-R-1,
 # full, off-R-2, ... Its baseline is the mean of those two neighbours, so
 # that the machine's drift over a round (seen here: +-12 % between the start
@@ -120,10 +144,12 @@ for r in $(seq "$ROUNDS"); do
     wrk_run "off-$r-2"
     probe_run "batch-$r" batch
     wrk_run "off-$r-3"
-    ref_run "tcpdump-$r" tcpdump -i t0 -s 0 -B 65536 -n -w /dev/null tcp port 5555
+    daemon_run "daemon-$r"
     wrk_run "off-$r-4"
-    ref_run "pcap-$r" "$PCAP_BIN" --iface t0 --port 5555 --no-exchanges
+    ref_run "tcpdump-$r" tcpdump -i t0 -s 0 -B 65536 -n -w /dev/null tcp port 5555
     wrk_run "off-$r-5"
+    ref_run "pcap-$r" "$PCAP_BIN" --iface t0 --port 5555 --no-exchanges
+    wrk_run "off-$r-6"
 done
 
 OUT="${BENCH_OUT:-$ROOT/bench-out}"
@@ -143,11 +169,14 @@ def cpu_of(path):
     return float(open(path).read())
 # variant -> (label, reads stats?)
 kinds = [("probe", "probe only"), ("full", "full"), ("batch", "full batch"),
-         ("tcpdump", "tcpdump"), ("pcap", "pcap full")]
+         ("daemon", "run --ebpf"), ("tcpdump", "tcpdump"), ("pcap", "pcap full")]
 ratios = {k: [] for k, _ in kinds}
 tot = {k: 0 for k, _ in kinds}
 tot_off = {k: 0 for k, _ in kinds}
-seen = {k: 0 for k in ("full", "batch", "pcap")}
+seen = {k: 0 for k in ("full", "batch", "daemon", "pcap")}
+def metric(text, name):
+    return sum(float(l.split()[-1]) for l in text.splitlines()
+               if l.startswith(name + "{") or l.startswith(name + " "))
 drops = {k: 0 for k, _ in kinds}
 print()
 print("== eBPF probe benchmark ==")
@@ -169,6 +198,14 @@ for r in range(1, rounds + 1):
             cpu = cpu_of(f"{work}/probe-{k}-{r}.cpu")
             d = st["probe"]["kernel"]["ring_full_records"]
             gaps = st["engine"]["tcp"]["gaps"]
+        elif k == "daemon":
+            before = json.load(open(f"{work}/daemon-{k}-{r}.before"))["exchanges_observed"]
+            after = json.load(open(f"{work}/daemon-{k}-{r}.summary"))["exchanges_observed"]
+            st = {"answered": after - before}
+            cpu = cpu_of(f"{work}/daemon-{k}-{r}.cpu")
+            m = open(f"{work}/daemon-{k}-{r}.metrics").read()
+            d = int(metric(m, "stoa_tap_ebpf_probe_ring_full_records_total"))
+            gaps = int(metric(m, "stoa_tap_tcp_gaps_total"))
         elif k == "pcap":
             st = stats_of(f"{work}/ref-{k}-{r}.out")
             cpu = cpu_of(f"{work}/ref-{k}-{r}.cpu")

@@ -5,6 +5,7 @@ use super::coding::Coding;
 use super::Http1Config;
 use compact_str::CompactString;
 use contracts::{Header, HttpVersion};
+use std::mem::MaybeUninit;
 
 /// Header slots kept on the stack; larger `max_headers` use a heap array.
 const STACK_HEADERS: usize = 128;
@@ -158,29 +159,33 @@ fn parser_config() -> httparse::ParserConfig {
 /// Parses a start line and header block at the start of `buf` (zero-copy:
 /// strings are only made once the head is complete).
 pub(super) fn parse_head(kind: Kind, buf: &[u8], cfg: &Http1Config) -> Outcome {
-    let mut stack = [httparse::EMPTY_HEADER; STACK_HEADERS];
+    // Uninitialised slots: httparse fills only those it uses, so a head does
+    // not pay for clearing all STACK_HEADERS of them (4 KiB) first.
+    let mut stack = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; STACK_HEADERS];
     let mut heap = Vec::new();
-    let slots: &mut [httparse::Header<'_>] = if cfg.max_headers <= STACK_HEADERS {
+    let slots: &mut [MaybeUninit<httparse::Header<'_>>] = if cfg.max_headers <= STACK_HEADERS {
         &mut stack[..cfg.max_headers]
     } else {
-        heap.resize(
-            cfg.max_headers.min(MAX_HEADER_SLOTS),
-            httparse::EMPTY_HEADER,
-        );
+        heap.resize_with(cfg.max_headers.min(MAX_HEADER_SLOTS), MaybeUninit::uninit);
         &mut heap[..]
     };
     let pc = parser_config();
     match kind {
         Kind::Request => {
-            let mut req = httparse::Request::new(slots);
-            match pc.parse_request(&mut req, buf) {
+            let mut req = httparse::Request::new(&mut []);
+            match pc.parse_request_with_uninit_headers(&mut req, buf, slots) {
                 Ok(httparse::Status::Complete(n)) => {
                     let head = ReqHead {
                         method: CompactString::from(req.method.unwrap_or_default()),
                         target: req.path.unwrap_or_default().to_owned(),
                         version: HttpVersion::from_minor(req.version.unwrap_or(1)),
                         info: framing_info(req.headers),
-                        headers: convert_headers(req.headers),
+                        // httparse refuses folded lines in requests here.
+                        headers: convert_headers(
+                            req.headers,
+                            buf,
+                            head_text(&buf[..n], req.headers.len(), false),
+                        ),
                     };
                     Outcome::Complete(Head::Req(head), n)
                 }
@@ -189,15 +194,19 @@ pub(super) fn parse_head(kind: Kind, buf: &[u8], cfg: &Http1Config) -> Outcome {
             }
         }
         Kind::Response => {
-            let mut resp = httparse::Response::new(slots);
-            match pc.parse_response(&mut resp, buf) {
+            let mut resp = httparse::Response::new(&mut []);
+            match pc.parse_response_with_uninit_headers(&mut resp, buf, slots) {
                 Ok(httparse::Status::Complete(n)) => {
                     let head = RespHead {
                         status: resp.code.unwrap_or_default(),
                         reason: CompactString::from(resp.reason.unwrap_or_default()),
                         version: HttpVersion::from_minor(resp.version.unwrap_or(1)),
                         info: framing_info(resp.headers),
-                        headers: convert_headers(resp.headers),
+                        headers: convert_headers(
+                            resp.headers,
+                            buf,
+                            head_text(&buf[..n], resp.headers.len(), true),
+                        ),
                     };
                     Outcome::Complete(Head::Resp(head), n)
                 }
@@ -208,11 +217,48 @@ pub(super) fn parse_head(kind: Kind, buf: &[u8], cfg: &Http1Config) -> Outcome {
     }
 }
 
-fn convert_headers(hs: &[httparse::Header<'_>]) -> Vec<Header> {
+/// The whole head (with `headers` headers) as text, when it is valid UTF-8
+/// and (if `may_fold`) has no obs-fold line: then no header value holds a
+/// line break, and each value is
+/// sliced out of this text instead of being checked on its own (one
+/// vectorised pass over the head rather than one short call per header).
+fn head_text(head: &[u8], headers: usize, may_fold: bool) -> Option<&str> {
+    // Every line of a head ends in LF: start line, one per header, the empty
+    // line. A folded header spans more than one, so any extra LF means a fold
+    // (counting is one vectorised pass; looking at each LF's successor is not).
+    let folded = may_fold && count_lf(head) != headers + 2;
+    if folded {
+        return None;
+    }
+    std::str::from_utf8(head).ok()
+}
+
+/// Line feeds in `b`, counted in byte lanes (chunks of at most 255 so a lane
+/// cannot overflow) so that the loop vectorises 16 bytes at a time.
+fn count_lf(b: &[u8]) -> usize {
+    b.chunks(255)
+        .map(|c| usize::from(c.iter().fold(0u8, |n, &x| n + u8::from(x == b'\n'))))
+        .sum()
+}
+
+/// Owned headers. `buf` is what httparse parsed (the values borrow from
+/// it) and `text` its head from [`head_text`].
+fn convert_headers(hs: &[httparse::Header<'_>], buf: &[u8], text: Option<&str>) -> Vec<Header> {
+    let base = buf.as_ptr() as usize;
     hs.iter()
-        .map(|h| Header {
-            name: CompactString::from(h.name),
-            value: header_value(h.value),
+        .map(|h| {
+            let fast = text.and_then(|t| {
+                let v = trim_ows(h.value);
+                let off = (v.as_ptr() as usize).checked_sub(base)?;
+                t.get(off..off.checked_add(v.len())?)
+            });
+            Header {
+                name: CompactString::from(h.name),
+                value: match fast {
+                    Some(v) => CompactString::from(v),
+                    None => header_value(h.value),
+                },
+            }
         })
         .collect()
 }
@@ -543,6 +589,77 @@ mod tests {
         assert_eq!(find_head_end(b"GET / HTTP/1.1\n", b"\n"), Some(1));
         assert_eq!(find_head_end(b"", b"A: b\r\n"), None);
         assert_eq!(find_head_end(b"", b"\n\r\n"), Some(3));
+    }
+
+    /// Values sliced from the validated head equal the one-by-one conversion,
+    /// and heads the fast path must not take (invalid UTF-8, folded lines)
+    /// still come out as before.
+    #[test]
+    fn header_values_from_head_text_match_per_value_conversion() {
+        let cfg = Http1Config::default();
+        let cases: [(Kind, &[u8]); 6] = [
+            (Kind::Request, b"GET /a HTTP/1.1\r\nHost: x\r\nUser-Agent:  curl/8.5.0 \t\r\nX-Empty:\r\nAccept: */*\r\n\r\nbody"),
+            (Kind::Request, b"GET / HTTP/1.1\r\nX-Name: caf\xc3\xa9 \xe2\x82\xac\r\n\r\n"),
+            (Kind::Request, b"GET / HTTP/1.1\r\nX-Bin: a\xff\xfeb\r\nHost: y\r\n\r\n"),
+            (Kind::Response, b"HTTP/1.1 200 OK\r\nDate: Tue, 24 Nov 2026 05:00:00 GMT\r\nContent-Length: 0\r\n\r\n"),
+            (Kind::Response, b"HTTP/1.1 200 OK\r\nX-Fold: one\r\n  two\r\n\tthree\r\nServer: s\r\n\r\n"),
+            (Kind::Response, b"HTTP/1.0 204 No Content\nX-Lf: v \nServer:nginx\n\n"),
+        ];
+        for (kind, raw) in cases {
+            let mut slots = [httparse::EMPTY_HEADER; 16];
+            let expected: Vec<(String, CompactString)> = match kind {
+                Kind::Request => {
+                    let mut r = httparse::Request::new(&mut slots);
+                    assert!(parser_config().parse_request(&mut r, raw).is_ok());
+                    r.headers
+                        .iter()
+                        .map(|h| (h.name.to_owned(), header_value(h.value)))
+                        .collect()
+                }
+                Kind::Response => {
+                    let mut r = httparse::Response::new(&mut slots);
+                    assert!(parser_config().parse_response(&mut r, raw).is_ok());
+                    r.headers
+                        .iter()
+                        .map(|h| (h.name.to_owned(), header_value(h.value)))
+                        .collect()
+                }
+            };
+            let got = match parse_head(kind, raw, &cfg) {
+                Outcome::Complete(Head::Req(h), _) => h.headers,
+                Outcome::Complete(Head::Resp(h), _) => h.headers,
+                _ => panic!("head of {:?} not parsed", String::from_utf8_lossy(raw)),
+            };
+            let got: Vec<(String, CompactString)> = got
+                .into_iter()
+                .map(|h| (h.name.to_string(), h.value))
+                .collect();
+            assert_eq!(got, expected, "{:?}", String::from_utf8_lossy(raw));
+        }
+        // The folded value is unfolded, the padded one trimmed.
+        let Outcome::Complete(Head::Resp(h), _) = parse_head(Kind::Response, cases[4].1, &cfg)
+        else {
+            panic!("folded response not parsed");
+        };
+        assert_eq!(h.headers[0].value, "one two three");
+        let Outcome::Complete(Head::Req(h), _) = parse_head(Kind::Request, cases[0].1, &cfg) else {
+            panic!("request not parsed");
+        };
+        assert_eq!(h.headers[1].value, "curl/8.5.0");
+        assert_eq!(h.headers[2].value, "");
+    }
+
+    #[test]
+    fn line_feeds_counted_across_lane_chunks() {
+        for len in [0usize, 1, 254, 255, 256, 511, 1000] {
+            for every in [1usize, 2, 7] {
+                let b: Vec<u8> = (0..len)
+                    .map(|i| if i % every == 0 { b'\n' } else { b'a' })
+                    .collect();
+                let naive = b.iter().filter(|&&x| x == b'\n').count();
+                assert_eq!(count_lf(&b), naive, "len {len} every {every}");
+            }
+        }
     }
 
     #[test]
