@@ -19,7 +19,7 @@ pub use state::Shared;
 
 use crate::decode::decode_tcp;
 use crate::pipeline::{Engine, EngineConfig};
-use crate::source::ebpf::ProbeBatch;
+use crate::source::ebpf::{ProbeBatch, SegmentHead};
 use crate::source::pcap_file::{Capture, Packet};
 use crate::source::tproxy::TapReceiver;
 use crate::source::{now_ns, OwnedFrame, TapEvent};
@@ -62,7 +62,10 @@ pub enum DaemonError {
 enum Work {
     Frames(Vec<OwnedFrame>),
     Events(Vec<TapEvent>),
-    Segments(ProbeBatch),
+    /// A batch from the probe, shared by the workers: `None` takes all of
+    /// its segments, `Some` the listed ones (this worker's connections), so
+    /// that splitting a batch over the workers copies no payload.
+    Segments(Arc<ProbeBatch>, Option<Vec<u32>>),
     Ports(ServerPorts),
 }
 
@@ -248,9 +251,16 @@ fn worker(
                     engine.tap_event(ev);
                 }
             }
-            Some(Work::Segments(batch)) => {
-                for (head, payload) in batch.iter() {
+            Some(Work::Segments(batch, picks)) => {
+                let mut feed = |(head, payload): (&SegmentHead, &[u8])| {
                     engine.segment_cut(&head.segment(payload), head.cut, head.ts_ns);
+                };
+                match picks {
+                    None => batch.iter().for_each(&mut feed),
+                    Some(picks) => picks
+                        .iter()
+                        .filter_map(|&i| batch.get(i as usize))
+                        .for_each(&mut feed),
                 }
             }
             Some(Work::Ports(p)) => engine.set_ports(p),

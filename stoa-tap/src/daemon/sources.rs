@@ -217,17 +217,29 @@ fn probe_sink(workers: Vec<SyncSender<Work>>, shared: Arc<Shared>) -> ebpf::Segm
     Box::new(move |batch: ProbeBatch| {
         if n == 1 {
             let items = batch.len() as u64;
-            hand(&workers, 0, Work::Segments(batch), false, &shared, items);
+            hand(
+                &workers,
+                0,
+                Work::Segments(Arc::new(batch), None),
+                false,
+                &shared,
+                items,
+            );
             return;
         }
-        let mut per: Vec<ProbeBatch> = (0..n).map(|_| ProbeBatch::default()).collect();
-        for (head, payload) in batch.iter() {
-            per[shard_of_pair(head.src, head.dst, n)].push(*head, payload);
+        let mut picks: Vec<Vec<u32>> = (0..n)
+            .map(|_| Vec::with_capacity(batch.len() / n + 8))
+            .collect();
+        for (i, (head, _)) in batch.iter().enumerate() {
+            // A batch holds at most BATCH records: far below u32::MAX.
+            picks[shard_of_pair(head.src, head.dst, n)].push(i as u32);
         }
-        for (i, part) in per.into_iter().enumerate() {
+        let batch = Arc::new(batch);
+        for (i, part) in picks.into_iter().enumerate() {
             if !part.is_empty() {
                 let items = part.len() as u64;
-                hand(&workers, i, Work::Segments(part), false, &shared, items);
+                let work = Work::Segments(batch.clone(), Some(part));
+                hand(&workers, i, work, false, &shared, items);
             }
         }
     })

@@ -179,6 +179,12 @@ impl ProbeBatch {
         self.data.len()
     }
 
+    /// Segment `i`, in the order the probe wrote them.
+    pub fn get(&self, i: usize) -> Option<(&SegmentHead, &[u8])> {
+        let (h, r) = self.heads.get(i)?;
+        Some((h, self.data.get(r.clone()).unwrap_or_default()))
+    }
+
     /// The segments, in the order the probe wrote them.
     pub fn iter(&self) -> impl Iterator<Item = (&SegmentHead, &[u8])> + '_ {
         self.heads
