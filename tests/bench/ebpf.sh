@@ -3,6 +3,7 @@
 #
 #     tests/bench/ebpf.sh                          # 2 rounds of 20 s, 32 connections
 #     DURATION=30 ROUNDS=3 CONNS=64 tests/bench/ebpf.sh
+#     VARIANTS="daemon daemon1" tests/bench/ebpf.sh   # a subset, in this order
 #
 # Topology from tests/netns/probe_topology.sh: client ns -- veth -- gateway ns
 # (nginx on :5555 with pre-built responses, 1 worker; offloads on, as on a
@@ -37,6 +38,7 @@ DURATION="${DURATION:-20}"
 ROUNDS="${ROUNDS:-2}"
 CONNS="${CONNS:-32}"
 THREADS="${THREADS:-1}"
+VARIANTS="${VARIANTS:-probe full batch daemon tcpdump pcap}"
 [ "$(id -u)" = 0 ] || { echo "ebpf.sh needs root (namespaces, loading the probe)" >&2; exit 1; }
 for tool in wrk nginx; do
     if ! command -v "$tool" >/dev/null 2>&1; then
@@ -109,10 +111,11 @@ ref_run() { # NAME CMD... : a reference tap in the gateway namespace during one 
     wait "$pid" || true
 }
 
-daemon_run() { # NAME: `stoa-tap run --ebpf` (workers, aggregator, contracts) during one wrk run
+daemon_run() { # NAME [ARGS]: `stoa-tap run --ebpf` (workers, aggregator, contracts) during one wrk run
     local name=$1 api=http://127.0.0.1:9191
+    shift
     ip netns exec "${P}g" "$STOA_BIN" run --ebpf t0 --port 5555 --admin-bind 127.0.0.1:9191 \
-        --state-dir "$WORK/state-$name" ${DAEMON_ARGS:-} > "$WORK/daemon-$name.out" 2> "$WORK/daemon-$name.err" &
+        --state-dir "$WORK/state-$name" "$@" > "$WORK/daemon-$name.out" 2> "$WORK/daemon-$name.err" &
     local pid=$!
     for _ in $(seq 100); do
         ip netns exec "${P}g" curl -sf "$api/readyz" >/dev/null 2>&1 && break
@@ -132,32 +135,39 @@ daemon_run() { # NAME: `stoa-tap run --ebpf` (workers, aggregator, contracts) du
     wait "$pid" || true
 }
 
-# Every tapped run sits between two untapped ones: off-R-0, probe, off-R-1,
-# full, off-R-2, ... Its baseline is the mean of those two neighbours, so
+# Every tapped run sits between two untapped ones: off-R-0, V1, off-R-1,
+# V2, off-R-2, ... Its baseline is the mean of those two neighbours, so
 # that the machine's drift over a round (seen here: +-12 % between the start
 # and the end of one) weighs on both sides of each ratio alike.
+run_variant() { # VARIANT ROUND
+    case $1 in
+        probe) probe_run "probe-$2" other --no-engine ;;
+        full) probe_run "full-$2" other ;;
+        batch) probe_run "batch-$2" batch ;;
+        daemon) daemon_run "daemon-$2" ;;
+        daemon1) daemon_run "daemon1-$2" --set workers=1 ;;
+        tcpdump) ref_run "tcpdump-$2" tcpdump -i t0 -s 0 -B 65536 -n -w /dev/null tcp port 5555 ;;
+        pcap) ref_run "pcap-$2" "$PCAP_BIN" --iface t0 --port 5555 --no-exchanges ;;
+        *) echo "unknown variant $1" >&2; exit 2 ;;
+    esac
+}
 for r in $(seq "$ROUNDS"); do
     wrk_run "off-$r-0"
-    probe_run "probe-$r" other --no-engine
-    wrk_run "off-$r-1"
-    probe_run "full-$r" other
-    wrk_run "off-$r-2"
-    probe_run "batch-$r" batch
-    wrk_run "off-$r-3"
-    daemon_run "daemon-$r"
-    wrk_run "off-$r-4"
-    ref_run "tcpdump-$r" tcpdump -i t0 -s 0 -B 65536 -n -w /dev/null tcp port 5555
-    wrk_run "off-$r-5"
-    ref_run "pcap-$r" "$PCAP_BIN" --iface t0 --port 5555 --no-exchanges
-    wrk_run "off-$r-6"
+    i=0
+    for v in $VARIANTS; do
+        run_variant "$v" "$r"
+        i=$((i + 1))
+        wrk_run "off-$r-$i"
+    done
 done
 
 OUT="${BENCH_OUT:-$ROOT/bench-out}"
 mkdir -p "$OUT"
 cat "$WORK"/probe-*.out | grep '"type":"stats"' > "$OUT/ebpf-stats.json" || true
-python3 - "$WORK" "$ROUNDS" "$DURATION" <<'PY'
+python3 - "$WORK" "$ROUNDS" "$DURATION" "$VARIANTS" <<'PY'
 import json, re, statistics, sys
 work, rounds, dur = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+chosen = sys.argv[4].split()
 def wrk(name):
     t = open(f"{work}/wrk-{name}.out").read()
     n = int(re.search(r"(\d+) requests in", t).group(1))
@@ -168,12 +178,13 @@ def stats_of(path):
 def cpu_of(path):
     return float(open(path).read())
 # variant -> (label, reads stats?)
-kinds = [("probe", "probe only"), ("full", "full"), ("batch", "full batch"),
-         ("daemon", "run --ebpf"), ("tcpdump", "tcpdump"), ("pcap", "pcap full")]
+labels = {"probe": "probe only", "full": "full", "batch": "full batch", "daemon": "run --ebpf",
+          "daemon1": "run 1 worker", "tcpdump": "tcpdump", "pcap": "pcap full"}
+kinds = [(k, labels[k]) for k in chosen]
 ratios = {k: [] for k, _ in kinds}
 tot = {k: 0 for k, _ in kinds}
 tot_off = {k: 0 for k, _ in kinds}
-seen = {k: 0 for k in ("full", "batch", "daemon", "pcap")}
+seen = {k: 0 for k in chosen if k in ("full", "batch", "daemon", "daemon1", "pcap")}
 def metric(text, name):
     return sum(float(l.split()[-1]) for l in text.splitlines()
                if l.startswith(name + "{") or l.startswith(name + " "))
@@ -198,7 +209,7 @@ for r in range(1, rounds + 1):
             cpu = cpu_of(f"{work}/probe-{k}-{r}.cpu")
             d = st["probe"]["kernel"]["ring_full_records"]
             gaps = st["engine"]["tcp"]["gaps"]
-        elif k == "daemon":
+        elif k in ("daemon", "daemon1"):
             before = json.load(open(f"{work}/daemon-{k}-{r}.before"))["exchanges_observed"]
             after = json.load(open(f"{work}/daemon-{k}-{r}.summary"))["exchanges_observed"]
             st = {"answered": after - before}
@@ -230,6 +241,8 @@ for k, label in kinds:
     print(f"  {label:>11}: {tot[k]/tot_off[k]:.3f}  median {statistics.median(ratios[k]):.3f}  (drops {drops[k]})")
 for k in seen:
     print(f"exchanges seen / sent, {dict(kinds)[k]}: {100*seen[k]/tot[k]:.4f} % (target >= 99.9 %)")
+if "full" not in chosen:
+    sys.exit(0)
 st = stats_of(f"{work}/probe-full-{rounds}.out")
 k = st["probe"]["kernel"]
 print(f"last full run probe counters: packets {k['packets']}, segments {k['segments']}, records {k['records']}, "
