@@ -178,6 +178,8 @@ const ADMIN: &str = "127.0.0.1:0";
 #[test]
 fn serves_summary_metrics_and_documents() {
     let state = tmpdir("serve");
+    // Two workers whatever the machine (the default depends on its CPUs), so
+    // that sharding the replay over workers is what gives the counts below.
     let d = start(&[
         "--replay",
         &fixture("fidelity.pcap"),
@@ -185,6 +187,8 @@ fn serves_summary_metrics_and_documents() {
         state.to_str().expect("p"),
         "--admin-bind",
         ADMIN,
+        "--set",
+        "workers=2",
     ]);
     let s = wait_for(&d, "926 exchanges", |s| s["exchanges_observed"] == 926);
     assert_eq!(s["operations"], 35, "{s}");
