@@ -392,6 +392,8 @@ pub(crate) fn rfc3339(ns: u64) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::config::Limits;
 
     #[test]
     fn byte_splitting_matches_str_splitting() {
@@ -421,9 +423,6 @@ mod tests {
             }
         }
     }
-
-    use super::*;
-    use crate::config::Limits;
 
     #[test]
     fn bounded_map_keeps_smallest_hashes_whatever_the_order() {
