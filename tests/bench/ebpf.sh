@@ -40,13 +40,8 @@ CONNS="${CONNS:-32}"
 THREADS="${THREADS:-1}"
 VARIANTS="${VARIANTS:-probe full batch daemon tcpdump pcap}"
 [ "$(id -u)" = 0 ] || { echo "ebpf.sh needs root (namespaces, loading the probe)" >&2; exit 1; }
-for tool in wrk nginx; do
-    if ! command -v "$tool" >/dev/null 2>&1; then
-        pkg=$tool; [ "$tool" = nginx ] && pkg=nginx-light
-        DEBIAN_FRONTEND=noninteractive apt-get install -y "$pkg" >/dev/null 2>&1 ||
-            { apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y "$pkg" >/dev/null; }
-    fi
-done
+. "$ROOT/tests/bench/common.sh"
+need_tools wrk nginx
 bash stoa-tap-ebpf/toolchain.sh >/dev/null
 command -v tcpdump >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y tcpdump >/dev/null
 cargo build --release -q -p stoa-tap --features ebpf --bin stoa-tap --example probe_capture --example live_capture
@@ -64,13 +59,7 @@ cleanup() {
 trap cleanup EXIT
 sh "$TOPO" up "$P"
 
-sed "s#@DIR@#$WORK#g" tests/bench/mirror_nginx.conf.in > "$WORK/nginx.conf"
-ip netns exec "${P}g" nginx -c "$WORK/nginx.conf" -p "$WORK" &
-disown $!
-for _ in $(seq 50); do
-    ip netns exec "${P}g" bash -c 'exec 3<>/dev/tcp/127.0.0.1/5555' 2>/dev/null && break
-    sleep 0.1
-done
+start_api_nginx "${P}g" "$WORK"
 ip netns exec "${P}c" wrk -t1 -c4 -d2s http://10.78.0.2:5555/api/v1/health >/dev/null
 
 wrk_run() { # NAME
@@ -88,8 +77,7 @@ probe_run() { # NAME POLICY(other|batch) EXTRA-ARGS...
     ip netns exec "${P}g" chrt "--$policy" 0 "$BIN" --iface t0 --port 5555 --no-exchanges "$@" \
         > "$WORK/probe-$name.out" 2> "$WORK/probe-$name.err" &
     local pid=$!
-    for _ in $(seq 100); do grep -q '"ready"' "$WORK/probe-$name.out" 2>/dev/null && break; sleep 0.1; done
-    grep -q '"ready"' "$WORK/probe-$name.out" || { cat "$WORK/probe-$name.err" >&2; exit 1; }
+    wait_ready "$WORK/probe-$name.out" "$WORK/probe-$name.err" || exit 1
     wrk_run "$name"
     sleep 1
     cpu_s "$pid" > "$WORK/probe-$name.cpu"

@@ -13,16 +13,15 @@
 # The time includes the helpers the program calls (payload copy, ring buffer).
 # On a shared VM the figure moves with the machine's state (seen here: 350 to
 # 620 ns for the same build), so compare builds in alternating runs.
-# Needs root, wrk, nginx, bpftool.
+# Needs root; installs wrk, nginx and bpftool if missing.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
 RUNS="${RUNS:-3}"
 DURATION="${DURATION:-6}"
 [ "$(id -u)" = 0 ] || { echo "ebpf_cost.sh needs root" >&2; exit 1; }
-for tool in wrk nginx bpftool; do
-    command -v "$tool" >/dev/null || { echo "ebpf_cost.sh needs $tool" >&2; exit 1; }
-done
+. "$ROOT/tests/bench/common.sh"
+need_tools wrk nginx bpftool
 bash stoa-tap-ebpf/toolchain.sh >/dev/null
 cargo build --release -q -p stoa-tap --features ebpf --example probe_capture
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/probe_capture"
@@ -37,21 +36,14 @@ cleanup() {
 }
 trap cleanup EXIT
 sh "$TOPO" up "$P"
-sed "s#@DIR@#$WORK#g" tests/bench/mirror_nginx.conf.in > "$WORK/nginx.conf"
-ip netns exec "${P}g" nginx -c "$WORK/nginx.conf" -p "$WORK" &
-disown $!
-for _ in $(seq 50); do
-    ip netns exec "${P}g" bash -c 'exec 3<>/dev/tcp/127.0.0.1/5555' 2>/dev/null && break
-    sleep 0.1
-done
+start_api_nginx "${P}g" "$WORK"
 
 printf '%4s %10s %18s %18s\n' run "req/s" "ingress ns/run" "egress ns/run"
 for r in $(seq "$RUNS"); do
     ip netns exec "${P}g" "$BIN" --iface t0 --port 5555 --no-exchanges --no-engine \
         > "$WORK/probe.out" 2> "$WORK/probe.err" &
     pid=$!
-    for _ in $(seq 100); do grep -q '"ready"' "$WORK/probe.out" 2>/dev/null && break; sleep 0.1; done
-    grep -q '"ready"' "$WORK/probe.out" || { cat "$WORK/probe.err" >&2; exit 1; }
+    wait_ready "$WORK/probe.out" "$WORK/probe.err" || exit 1
     sysctl -qw kernel.bpf_stats_enabled=1
     rps=$(ip netns exec "${P}c" wrk -t1 -c32 -d"${DURATION}s" -s tests/bench/mirror_wrk.lua \
         http://10.78.0.2:5555/ | awk '/Requests\/sec/ {print $2}')

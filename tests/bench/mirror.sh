@@ -21,13 +21,8 @@ DURATION="${DURATION:-30}"
 CONNS="${CONNS:-32}"
 THREADS="${THREADS:-1}"
 [ "$(id -u)" = 0 ] || { echo "mirror.sh needs root (namespaces, tc, packet capture)" >&2; exit 1; }
-for tool in wrk nginx ethtool; do
-    if ! command -v "$tool" >/dev/null 2>&1; then
-        pkg=$tool; [ "$tool" = nginx ] && pkg=nginx-light
-        DEBIAN_FRONTEND=noninteractive apt-get install -y "$pkg" >/dev/null 2>&1 ||
-            { apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y "$pkg" >/dev/null; }
-    fi
-done
+. "$ROOT/tests/bench/common.sh"
+need_tools wrk nginx ethtool
 
 cargo build --release -q -p stoa-tap --example live_capture
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/live_capture"
@@ -49,18 +44,12 @@ if [ "${RPS:-0}" = 1 ]; then
     echo "RPS on m1: all mirrored frames steered to CPU 0"
 fi
 
-sed "s#@DIR@#$WORK#g" tests/bench/mirror_nginx.conf.in > "$WORK/nginx.conf"
-ip netns exec "${P}g" nginx -c "$WORK/nginx.conf" -p "$WORK" &
-disown $!
-for _ in $(seq 50); do
-    ip netns exec "${P}g" bash -c 'exec 3<>/dev/tcp/127.0.0.1/5555' 2>/dev/null && break
-    sleep 0.1
-done
+start_api_nginx "${P}g" "$WORK"
 sleep 0.5
 
 ip netns exec "${P}m" "$BIN" --iface m1 --port 5555 --no-exchanges > "$WORK/tap.out" 2> "$WORK/tap.err" &
 TAP=$!
-for _ in $(seq 100); do grep -q '"ready"' "$WORK/tap.out" 2>/dev/null && break; sleep 0.1; done
+wait_ready "$WORK/tap.out" "$WORK/tap.err" || exit 1
 
 echo "wrk: $THREADS thread(s), $CONNS connections, ${DURATION}s against 10.77.0.2:5555 (mirrored)"
 ip netns exec "${P}c" wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --latency \
