@@ -229,17 +229,30 @@ struct Performed {
     sha256: Option<String>,
 }
 
-/// Stops `probe_capture` and returns (exchanges by server address, stats).
+/// When the probe saw an exchange's first and last bytes, ns since the epoch:
+/// `[request first, request last, response first, response last]`.
+type Times = [u64; 4];
+
+/// Wall clock, ns since the Unix epoch.
+fn epoch_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// Stops `probe_capture` and returns (exchanges by server address, stats,
+/// the exchanges' times).
 fn stop_probe(
     pid: u32,
     lines: &mpsc::Receiver<String>,
-) -> (Vec<(String, Performed)>, serde_json::Value) {
+) -> (Vec<(String, Performed)>, serde_json::Value, Vec<Times>) {
     let st = Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status()
         .expect("kill");
     assert!(st.success());
     let mut seen = Vec::new();
+    let mut times = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -248,17 +261,26 @@ fn stop_probe(
             .expect("probe_capture output ended without a stats line");
         let v: serde_json::Value = serde_json::from_str(&line).expect("json line");
         match v["type"].as_str() {
-            Some("exchange") => seen.push((
-                v["server"].as_str().unwrap_or_default().to_owned(),
-                Performed {
-                    method: v["method"].as_str().unwrap_or_default().to_owned(),
-                    target: v["target"].as_str().unwrap_or_default().to_owned(),
-                    status: v["status"].as_u64(),
-                    body_len: v["response_body_len"].as_u64(),
-                    sha256: v["response_sha256"].as_str().map(str::to_owned),
-                },
-            )),
-            Some("stats") => return (seen, v),
+            Some("exchange") => {
+                let t = |k: &str| v[k].as_u64().unwrap_or(0);
+                times.push([
+                    t("request_first_ns"),
+                    t("request_last_ns"),
+                    t("response_first_ns"),
+                    t("response_last_ns"),
+                ]);
+                seen.push((
+                    v["server"].as_str().unwrap_or_default().to_owned(),
+                    Performed {
+                        method: v["method"].as_str().unwrap_or_default().to_owned(),
+                        target: v["target"].as_str().unwrap_or_default().to_owned(),
+                        status: v["status"].as_u64(),
+                        body_len: v["response_body_len"].as_u64(),
+                        sha256: v["response_sha256"].as_str().map(str::to_owned),
+                    },
+                ))
+            }
+            Some("stats") => return (seen, v, times),
             _ => {}
         }
     }
@@ -282,6 +304,31 @@ fn assert_same(seen: &[(String, Performed)], server: &str, mut performed: Vec<Pe
         .filter(|p| p.body_len.unwrap_or(0) >= 1_000_000)
         .count();
     assert!(big >= 2, "the client fetched the 1 MB body {big} times");
+}
+
+/// Every exchange's times lie within `[from, to]` (the wall clock around the
+/// client's run) and in causal order: the probe's timestamps, whether read
+/// from the kernel's departure stamps or from its clock, are on the epoch.
+fn assert_timed(times: &[Times], stats: &serde_json::Value, from: u64, to: u64) {
+    assert!(!times.is_empty());
+    for t in times {
+        assert!(
+            t.iter().all(|&x| (from..=to).contains(&x)),
+            "{t:?} not within {from}..={to}"
+        );
+        assert!(
+            t[0] <= t[1] && t[1] <= t[2] && t[2] <= t[3],
+            "{t:?} out of order"
+        );
+    }
+    // TCP stamps what it sends: at least the server's segments carry one.
+    // (A SYN retransmitted by its timer may carry its first try's stamp, a
+    // second old: the probe reads its clock for it, `foreign_timestamps`.)
+    let k = &stats["probe"]["kernel"];
+    let departure = k["departure_timestamps"].as_u64().unwrap_or(0);
+    let foreign = k["foreign_timestamps"].as_u64().unwrap_or(u64::MAX);
+    assert!(departure > 0, "no departure stamp used: {stats}");
+    assert!(foreign * 20 < departure, "stamps mostly refused: {stats}");
 }
 
 /// The stats of a clean run: nothing lost anywhere, super-packets seen.
@@ -319,9 +366,12 @@ fn probe_on_the_gateway_veth_sees_every_exchange_v4_and_v6() {
     let lines = line_reader(out);
     wait_line(&lines, "the probe to attach", |l| l.contains("\"ready\""));
 
+    let from = epoch_ns();
     let v4 = net.client('c', "10.78.0.2");
     let v6 = net.client('c', "fd78::2");
-    let (seen, stats) = stop_probe(pid, &lines);
+    let to = epoch_ns();
+    let (seen, stats, times) = stop_probe(pid, &lines);
+    assert_timed(&times, &stats, from, to);
     assert_same(&seen, "10.78.0.2:5555", v4);
     assert_same(&seen, "[fd78::2]:5555", v6);
     assert_clean(&stats);
@@ -340,9 +390,12 @@ fn probe_on_lo_in_a_fresh_namespace() {
     let lines = line_reader(out);
     wait_line(&lines, "the probe to attach", |l| l.contains("\"ready\""));
 
+    let from = epoch_ns();
     let v4 = net.client('g', "127.0.0.1");
     let v6 = net.client('g', "::1");
-    let (seen, stats) = stop_probe(pid, &lines);
+    let to = epoch_ns();
+    let (seen, stats, times) = stop_probe(pid, &lines);
+    assert_timed(&times, &stats, from, to);
     assert_same(&seen, "127.0.0.1:5555", v4);
     assert_same(&seen, "[::1]:5555", v6);
     assert_clean(&stats);

@@ -11,7 +11,7 @@
 //! Stops after `--seconds` or on SIGTERM/SIGINT. Output on stdout, one JSON
 //! object per line: `{"type":"ready"}` once attached, then one
 //! `{"type":"exchange",...}` per exchange (method, target, status, body
-//! lengths, anomalies, and the SHA-256 of the response body when the whole body
+//! lengths, anomalies, timestamps (ns since the Unix epoch), and the SHA-256 of the response body when the whole body
 //! fits in `--sample-bytes`), and a final `{"type":"stats",...}` line with the
 //! probe's counters and the engine's. With `--no-engine` the segments read
 //! from the ring are counted and dropped: the cost of the probe and its reader
@@ -116,6 +116,10 @@ fn print(engine: &mut Engine, out: &mut dyn Write, print: bool) {
             "response_body_len": resp.map(|r| r.body.decoded_len),
             "response_sha256": sha,
             "anomalies": ex.anomalies,
+            "request_first_ns": ex.timing.request_first_ns,
+            "request_last_ns": ex.timing.request_last_ns,
+            "response_first_ns": ex.timing.response_first_ns,
+            "response_last_ns": ex.timing.response_last_ns,
         });
         let _ = writeln!(out, "{line}");
     }

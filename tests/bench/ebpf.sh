@@ -3,6 +3,7 @@
 #
 #     tests/bench/ebpf.sh                          # 2 rounds of 20 s, 32 connections
 #     DURATION=30 ROUNDS=3 CONNS=64 tests/bench/ebpf.sh
+#     VARIANTS="probe tcpdump" ROUNDS=16 DURATION=4 tests/bench/ebpf.sh   # the probe's cost, tightly
 #     VARIANTS="daemon daemon1" tests/bench/ebpf.sh   # a subset, in this order
 #
 # Topology from tests/netns/probe_topology.sh: client ns -- veth -- gateway ns
@@ -153,7 +154,7 @@ OUT="${BENCH_OUT:-$ROOT/bench-out}"
 mkdir -p "$OUT"
 cat "$WORK"/probe-*.out | grep '"type":"stats"' > "$OUT/ebpf-stats.json" || true
 python3 - "$WORK" "$ROUNDS" "$DURATION" "$VARIANTS" <<'PY'
-import json, re, statistics, sys
+import json, random, re, statistics, sys
 work, rounds, dur = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
 chosen = sys.argv[4].split()
 def wrk(name):
@@ -224,9 +225,19 @@ for r in range(1, rounds + 1):
         line += f"{d:>8} {gaps:>6} {cpu:>7.2f} s"
         print(line + (f"  wrk errors: {e}" if e else ""))
 print()
-print("throughput with / without the tap (target >= 0.95): overall, and median of the rounds")
+def median_ci(xs, n=4000, seed=5555):
+    # Percentile bootstrap of the median: how far the rounds' noise leaves it.
+    if len(xs) < 4:
+        return None
+    rng = random.Random(seed)
+    ms = sorted(statistics.median(rng.choices(xs, k=len(xs))) for _ in range(n))
+    return ms[int(0.025 * n)], ms[int(0.975 * n) - 1]
+print("throughput with / without the tap (target >= 0.95): overall, median of the rounds,")
+print("and a 95 % bootstrap interval of that median (4 rounds or more)")
 for k, label in kinds:
-    print(f"  {label:>11}: {tot[k]/tot_off[k]:.3f}  median {statistics.median(ratios[k]):.3f}  (drops {drops[k]})")
+    ci = median_ci(ratios[k])
+    ci_text = f"  95 % CI {ci[0]:.3f}-{ci[1]:.3f}" if ci else ""
+    print(f"  {label:>11}: {tot[k]/tot_off[k]:.3f}  median {statistics.median(ratios[k]):.3f}{ci_text}  (drops {drops[k]})")
 for k in seen:
     print(f"exchanges seen / sent, {dict(kinds)[k]}: {100*seen[k]/tot[k]:.4f} % (target >= 99.9 %)")
 if "full" not in chosen:

@@ -4,6 +4,9 @@
 #
 #     tests/bench/ebpf_cost.sh                 # 3 runs of 6 s
 #     RUNS=5 DURATION=10 tests/bench/ebpf_cost.sh
+#     PROBE_ARGS="--ring-mb 16" tests/bench/ebpf_cost.sh   # probe_capture options
+#     PROBE_BIN=/tmp/old/probe_capture RUNS=1 tests/bench/ebpf_cost.sh
+#                                       # another build, for alternating runs
 #
 # Same topology and load as tests/bench/ebpf.sh (nginx on :5555 in the gateway
 # namespace, wrk with 32 connections from the client namespace). The release
@@ -23,8 +26,12 @@ DURATION="${DURATION:-6}"
 . "$ROOT/tests/bench/common.sh"
 need_tools wrk nginx bpftool
 bash stoa-tap-ebpf/toolchain.sh >/dev/null
-cargo build --release -q -p stoa-tap --features ebpf --example probe_capture
-BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/probe_capture"
+if [ -n "${PROBE_BIN:-}" ]; then
+    BIN="$PROBE_BIN"
+else
+    cargo build --release -q -p stoa-tap --features ebpf --example probe_capture
+    BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/probe_capture"
+fi
 
 P="sec$$x"
 WORK="$(mktemp -d /tmp/stoa-ebpf-cost.XXXXXX)"
@@ -40,7 +47,7 @@ start_api_nginx "${P}g" "$WORK"
 
 printf '%4s %10s %18s %18s\n' run "req/s" "ingress ns/run" "egress ns/run"
 for r in $(seq "$RUNS"); do
-    ip netns exec "${P}g" "$BIN" --iface t0 --port 5555 --no-exchanges --no-engine \
+    ip netns exec "${P}g" "$BIN" --iface t0 --port 5555 --no-exchanges --no-engine ${PROBE_ARGS:-} \
         > "$WORK/probe.out" 2> "$WORK/probe.err" &
     pid=$!
     wait_ready "$WORK/probe.out" "$WORK/probe.err" || exit 1

@@ -70,7 +70,9 @@ pub const HOOK_EGRESS: u8 = 1;
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RecordHeader {
-    /// `bpf_ktime_get_ns()` when the probe saw the packet (CLOCK_MONOTONIC).
+    /// When the segment was on the wire (CLOCK_MONOTONIC): the departure
+    /// time the sending kernel stamped on it when there is one close to now
+    /// (TCP's), otherwise `bpf_ktime_get_ns()` when the probe saw it.
     pub ts_ns: u64,
     /// Source address; IPv4 in the first 4 bytes, network order.
     pub saddr: [u8; 16],
@@ -148,8 +150,14 @@ pub mod counter {
     pub const IPV6_EXTENSIONS: u32 = 10;
     /// Payload bytes that `bpf_skb_load_bytes` failed to read.
     pub const LOAD_ERRORS: u32 = 11;
+    /// Segments whose skb carried a departure time too far from now to be
+    /// their timestamp (the probe read the clock instead).
+    pub const FOREIGN_STAMPS: u32 = 12;
+    /// Segments timestamped with the departure time the sending kernel
+    /// stamped on them (the others with the probe's clock).
+    pub const DEPARTURE_STAMPS: u32 = 13;
     /// Number of counters.
-    pub const COUNT: u32 = 12;
+    pub const COUNT: u32 = 14;
 
     /// Metric-friendly names, indexed by counter.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -165,6 +173,8 @@ pub mod counter {
         "ipv4_fragments",
         "ipv6_extension_headers",
         "load_errors",
+        "foreign_timestamps",
+        "departure_timestamps",
     ];
 }
 

@@ -4,9 +4,9 @@
 //! segments for the same `tcp` -> `http1` pipeline as the pcap source.
 //!
 //! The probe needs Linux 6.6+ for TCX attachment (older kernels fall back to
-//! a clsact qdisc filter), 5.17+ for `bpf_loop`, BTF
-//! (`/sys/kernel/btf/vmlinux`), and the capabilities `CAP_BPF`,
-//! `CAP_NET_ADMIN` and `CAP_PERFMON`. Loading it is only possible when
+//! a clsact qdisc filter), 5.18+ for reading the skb's timestamp type (and
+//! 5.17+ for `bpf_loop`), BTF (`/sys/kernel/btf/vmlinux`), and the
+//! capabilities `CAP_BPF`, `CAP_NET_ADMIN` and `CAP_PERFMON`. Loading it is only possible when
 //! stoa-tap is built with the `ebpf` cargo feature.
 
 #[cfg(feature = "ebpf")]
@@ -155,6 +155,12 @@ impl ProbeBatch {
             data: Vec::with_capacity(bytes),
             heads: Vec::with_capacity(segments),
         }
+    }
+
+    /// Makes room for `segments` more segments and `bytes` more payload.
+    pub fn reserve(&mut self, segments: usize, bytes: usize) {
+        self.data.reserve(bytes);
+        self.heads.reserve(segments);
     }
 
     /// Appends one segment.
