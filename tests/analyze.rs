@@ -18,10 +18,12 @@ fn root() -> PathBuf {
         .to_path_buf()
 }
 
-fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("stoa-tap-e2e-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&d).expect("tmp dir");
-    d
+/// A fresh temporary directory, removed on drop.
+fn tmpdir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("stoa-tap-e2e-{name}-"))
+        .tempdir()
+        .expect("tmp dir")
 }
 
 fn analyze(args: &[&str]) -> Output {
@@ -141,7 +143,7 @@ fn run_views(input: &Path, extra: &[&str]) -> (Output, Vec<View>) {
     let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let dir = tmpdir("views");
     let name = input.file_name().and_then(|n| n.to_str()).unwrap_or("x");
-    let out_path = dir.join(format!("{name}.{n}.jsonl"));
+    let out_path = dir.path().join(format!("{name}.{n}.jsonl"));
     let mut args = vec![
         input.to_str().expect("utf-8 path"),
         "--json",
@@ -313,12 +315,12 @@ fn port_any_finds_the_same_exchanges() {
 #[test]
 fn bad_inputs_get_distinct_exit_codes_and_clear_messages() {
     let dir = tmpdir("bad");
-    let missing = dir.join("nope.pcap");
+    let missing = dir.path().join("nope.pcap");
     let out = analyze(&[missing.to_str().expect("path")]);
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
 
-    let garbage = dir.join("garbage.pcap");
+    let garbage = dir.path().join("garbage.pcap");
     std::fs::write(&garbage, b"GET / HTTP/1.1\r\nthis is no capture\r\n").expect("write");
     let out = analyze(&[garbage.to_str().expect("path")]);
     assert_eq!(out.status.code(), Some(4));
@@ -329,7 +331,7 @@ fn bad_inputs_get_distinct_exit_codes_and_clear_messages() {
 
     // Truncated last record: a warning, exit 0, everything before it kept.
     let src = std::fs::read(root().join("fixtures/real/curl_keepalive.pcap")).expect("fixture");
-    let truncated = dir.join("truncated.pcap");
+    let truncated = dir.path().join("truncated.pcap");
     std::fs::write(&truncated, &src[..src.len() - 7]).expect("write");
     let (out, views) = run_views(&truncated, &[]);
     assert_eq!(
@@ -353,7 +355,7 @@ fn bad_inputs_get_distinct_exit_codes_and_clear_messages() {
         corrupt[at + 8..at + 12].copy_from_slice(&0x7fff_0000u32.to_le_bytes());
         corrupt[at + 12..at + 16].copy_from_slice(&0x7fff_0000u32.to_le_bytes());
     }
-    let bad = dir.join("corrupt.pcap");
+    let bad = dir.path().join("corrupt.pcap");
     std::fs::write(&bad, &corrupt).expect("write");
     let out = analyze(&[bad.to_str().expect("path"), "--json"]);
     assert_eq!(
@@ -478,7 +480,7 @@ fn tshark_agrees_on_method_target_status() {
         // Same order on both sides: request time, then the fields (for ties).
         seq.sort();
         let dir = tmpdir("tshark");
-        let out_path = dir.join(format!("{name}.jsonl"));
+        let out_path = dir.path().join(format!("{name}.jsonl"));
         let out = analyze(&[
             pcap.to_str().expect("path"),
             "--exchanges",

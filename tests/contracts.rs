@@ -27,11 +27,12 @@ fn declared() -> PathBuf {
     root().join("fixtures/fidelity/declared-openapi.yaml")
 }
 
-fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("stoa-tap-contracts-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("tmp dir");
-    d
+/// A fresh temporary directory, removed on drop.
+fn tmpdir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("stoa-tap-contracts-{name}-"))
+        .tempdir()
+        .expect("tmp dir")
 }
 
 fn run(args: &[&str]) -> Output {
@@ -85,7 +86,7 @@ fn tree(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
 #[test]
 fn inferred_spec_scores_against_the_declared_one() {
     let dir = tmpdir("fidelity");
-    let table = learn(&[&fidelity_pcap()], &dir);
+    let table = learn(&[&fidelity_pcap()], dir.path());
     assert!(
         table.contains("/api/v1/users/{userId}"),
         "endpoint table:\n{table}"
@@ -93,7 +94,7 @@ fn inferred_spec_scores_against_the_declared_one() {
     let out = Command::new("/usr/bin/python3")
         .arg(root().join("tests/fidelity/score.py"))
         .arg(declared())
-        .arg(dir.join("openapi.json"))
+        .arg(dir.path().join("openapi.json"))
         .arg("--json")
         .output()
         .expect("python3 runs the scorer (tests/run-all.sh installs python3-yaml)");
@@ -111,9 +112,12 @@ fn inferred_spec_scores_against_the_declared_one() {
 #[test]
 fn emitted_documents_pass_third_party_validators() {
     let dir = tmpdir("validators");
-    learn(&[&fidelity_pcap()], &dir);
-    let mut specs = vec![dir.join("openapi.yaml"), dir.join("openapi.json")];
-    for e in std::fs::read_dir(dir.join("openapi"))
+    learn(&[&fidelity_pcap()], dir.path());
+    let mut specs = vec![
+        dir.path().join("openapi.yaml"),
+        dir.path().join("openapi.json"),
+    ];
+    for e in std::fs::read_dir(dir.path().join("openapi"))
         .expect("openapi dir")
         .flatten()
     {
@@ -130,7 +134,7 @@ fn emitted_documents_pass_third_party_validators() {
     }
     // UAC drafts against the STOA schema (draft 2020-12).
     let schema = root().join("contracts/schemas/uac-contract-v1.schema.json");
-    let uacs: Vec<PathBuf> = std::fs::read_dir(dir.join("uac"))
+    let uacs: Vec<PathBuf> = std::fs::read_dir(dir.path().join("uac"))
         .expect("uac dir")
         .flatten()
         .map(|e| e.path())
@@ -158,12 +162,12 @@ fn emitted_documents_pass_third_party_validators() {
 #[test]
 fn no_secret_from_the_traffic_appears_in_any_output() {
     let dir = tmpdir("secrets");
-    let exchanges = dir.join("exchanges.jsonl");
+    let exchanges = dir.path().join("exchanges.jsonl");
     let out = run(&[
         "analyze",
         "--no-progress",
         "--out",
-        s(&dir.join("out")),
+        s(&dir.path().join("out")),
         "--exchanges",
         s(&exchanges),
         s(&fidelity_pcap()),
@@ -178,7 +182,7 @@ fn no_secret_from_the_traffic_appears_in_any_output() {
         s(&declared()),
         s(&fidelity_pcap()),
     ]);
-    let mut outputs: Vec<(String, Vec<u8>)> = tree(&dir).into_iter().collect();
+    let mut outputs: Vec<(String, Vec<u8>)> = tree(dir.path()).into_iter().collect();
     outputs.push(("analyze stdout".into(), out.stdout.clone()));
     outputs.push(("analyze stderr".into(), out.stderr.clone()));
     outputs.push(("analyze --json".into(), json_summary.stdout.clone()));
@@ -263,7 +267,8 @@ fn split_by_connection(src: &Path, a: &Path, b: &Path) {
 
 #[test]
 fn split_and_merged_inputs_give_byte_identical_documents() {
-    let base = tmpdir("merge");
+    let tmp = tmpdir("merge");
+    let base = tmp.path();
     let (a, b) = (base.join("a.pcap"), base.join("b.pcap"));
     split_by_connection(&fidelity_pcap(), &a, &b);
     assert!(std::fs::metadata(&a).expect("a").len() > 100_000);
@@ -356,7 +361,7 @@ fn diff_reports_drift_against_a_declared_spec() {
         paths.remove(k);
     }
     let dir = tmpdir("diff");
-    let cut_path = dir.join("cut.json");
+    let cut_path = dir.path().join("cut.json");
     std::fs::write(&cut_path, serde_json::to_vec(&cut).expect("json")).expect("write");
     let out = run(&[
         "diff",

@@ -28,18 +28,20 @@ fn fixture(name: &str) -> String {
         .to_string()
 }
 
-fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("stoa-tap-daemon-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("tmp dir");
-    d
+/// A fresh temporary directory, removed on drop.
+fn tmpdir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("stoa-tap-daemon-{name}-"))
+        .tempdir()
+        .expect("tmp dir")
 }
 
-/// A running daemon; killed on drop.
+/// A running daemon; killed on drop, then its configuration file removed.
 struct Daemon {
     child: Child,
     admin: SocketAddr,
     log: std::sync::Arc<std::sync::Mutex<String>>,
+    _config: tempfile::TempPath,
 }
 
 impl Drop for Daemon {
@@ -50,10 +52,14 @@ impl Drop for Daemon {
 }
 
 fn start(args: &[&str]) -> Daemon {
-    // An empty configuration file: the flags say everything.
-    let cfg =
-        std::env::temp_dir().join(format!("stoa-tap-daemon-{}-empty.yaml", std::process::id()));
-    std::fs::write(&cfg, "").expect("empty config");
+    // An empty configuration file: the flags say everything. It lives as long
+    // as the daemon, which reads it again on SIGHUP.
+    let cfg = tempfile::Builder::new()
+        .prefix("stoa-tap-daemon-")
+        .suffix("-empty.yaml")
+        .tempfile()
+        .expect("empty config")
+        .into_temp_path();
     let mut child = Command::new(bin())
         .args(["-v", "run", "--config"])
         .arg(&cfg)
@@ -107,7 +113,12 @@ fn start(args: &[&str]) -> Daemon {
         let _ = child.wait();
         panic!("unreadable admin address {addr:?}");
     };
-    Daemon { child, admin, log }
+    Daemon {
+        child,
+        admin,
+        log,
+        _config: cfg,
+    }
 }
 
 /// GET over a plain socket; returns (status, body).
@@ -184,7 +195,7 @@ fn serves_summary_metrics_and_documents() {
         "--replay",
         &fixture("fidelity.pcap"),
         "--state-dir",
-        state.to_str().expect("p"),
+        state.path().to_str().expect("p"),
         "--admin-bind",
         ADMIN,
         "--set",
@@ -236,7 +247,7 @@ fn serves_summary_metrics_and_documents() {
 #[test]
 fn observations_survive_sigterm_and_kill_9_loses_at_most_one_interval() {
     let state = tmpdir("restart");
-    let st = state.to_str().expect("p");
+    let st = state.path().to_str().expect("p");
     // SIGTERM: drained and saved.
     let d = start(&[
         "--replay",
@@ -248,7 +259,7 @@ fn observations_survive_sigterm_and_kill_9_loses_at_most_one_interval() {
     ]);
     wait_for(&d, "926 exchanges", |s| s["exchanges_observed"] == 926);
     assert_eq!(terminate(d), 0);
-    assert!(state.join("observations.json").exists());
+    assert!(state.path().join("observations.json").exists());
     let d = start(&[
         "--replay",
         &fixture("curl_keepalive.pcap"),
@@ -297,7 +308,7 @@ fn observations_survive_sigterm_and_kill_9_loses_at_most_one_interval() {
 #[test]
 fn configuration_precedence_and_errors() {
     let dir = tmpdir("config");
-    let cfg = dir.join("stoa-tap.yaml");
+    let cfg = dir.path().join("stoa-tap.yaml");
     std::fs::write(
         &cfg,
         format!(
@@ -361,7 +372,7 @@ fn admin_token_is_enforced_and_sighup_reloads() {
         "--replay",
         &fixture("curl_keepalive.pcap"),
         "--state-dir",
-        state.to_str().expect("p"),
+        state.path().to_str().expect("p"),
         "--admin-bind",
         ADMIN,
         "--set",
@@ -410,7 +421,7 @@ fn admin_token_is_enforced_and_sighup_reloads() {
 #[test]
 fn ebpf_source_check_says_whether_this_build_has_the_probe() {
     let dir = tmpdir("ebpf-check");
-    let cfg = dir.join("empty.yaml");
+    let cfg = dir.path().join("empty.yaml");
     std::fs::write(&cfg, "").expect("write config");
     let out = Command::new(bin())
         .args(["run", "--check", "--config", cfg.to_str().expect("p")])

@@ -52,9 +52,12 @@ fn dashboard_renders_the_live_summary_and_operations_in_chromium() {
         }
         panic!("the dashboard test needs Chromium (apt-get install chromium)");
     };
-    let dir = std::env::temp_dir().join(format!("stoa-tap-dashboard-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
+    // Declared before the daemon, so removed after it is stopped.
+    let tmp = tempfile::Builder::new()
+        .prefix("stoa-tap-dashboard-")
+        .tempdir()
+        .expect("temp dir");
+    let dir = tmp.path();
     let config = dir.join("empty.yaml");
     std::fs::write(&config, "").expect("config");
     let port = free_port();
@@ -115,7 +118,6 @@ fn dashboard_renders_the_live_summary_and_operations_in_chromium() {
         "chromium failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let _ = std::fs::remove_dir_all(&dir);
 
     // The script ran and both API calls succeeded.
     assert!(

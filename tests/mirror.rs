@@ -484,7 +484,12 @@ fn permission_error_names_the_capabilities() {
     }
     let bin = example_binary();
     // Copy to a path any user can execute, then run it without privileges.
-    let tmp = std::env::temp_dir().join(format!("stoa-live-capture-{}", std::process::id()));
+    // Closed before the copy, so it can be executed; removed on drop.
+    let tmp = tempfile::Builder::new()
+        .prefix("stoa-live-capture-")
+        .tempfile()
+        .expect("temp file")
+        .into_temp_path();
     std::fs::copy(&bin, &tmp).unwrap();
     let out = Command::new("setpriv")
         .args([
@@ -496,7 +501,7 @@ fn permission_error_names_the_capabilities() {
         .arg(&tmp)
         .args(["--iface", "lo", "--seconds", "1"])
         .output();
-    let _ = std::fs::remove_file(&tmp);
+    drop(tmp);
     let out = out.expect("run setpriv");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
@@ -514,6 +519,11 @@ fn stoa_tap_run_on_the_mirror_port_sees_the_client_exchanges() {
     if !require_root() {
         return;
     }
+    // Declared before the topology, so removed after its processes are stopped.
+    let tmp = tempfile::Builder::new()
+        .prefix("stoa-tap-mirror-run-")
+        .tempdir()
+        .expect("temp dir");
     let mut topo = Topology::up();
     let (_, server_out, _) = topo.spawn(
         'g',
@@ -531,9 +541,8 @@ fn stoa_tap_run_on_the_mirror_port_sees_the_client_exchanges() {
         l == "ready"
     });
 
-    let state = std::env::temp_dir().join(format!("stoa-tap-mirror-run-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&state);
-    let empty = state.with_extension("yaml");
+    let state = tmp.path().join("state");
+    let empty = tmp.path().join("empty.yaml");
     std::fs::write(&empty, "").expect("empty config");
     let (_, _, err) = topo.spawn(
         'm',

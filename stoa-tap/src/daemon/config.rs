@@ -421,12 +421,15 @@ impl RunConfig {
 mod tests {
     use super::*;
 
-    fn tmp(name: &str, text: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("stoa-tap-cfg-{}", std::process::id()));
-        std::fs::create_dir_all(&d).expect("dir");
-        let p = d.join(name);
-        std::fs::write(&p, text).expect("write");
-        p
+    /// A temporary file ending in `name`, removed on drop.
+    fn tmp(name: &str, text: &str) -> tempfile::TempPath {
+        let f = tempfile::Builder::new()
+            .prefix("stoa-tap-cfg-")
+            .suffix(&format!("-{name}"))
+            .tempfile()
+            .expect("tmp file");
+        std::fs::write(f.path(), text).expect("write");
+        f.into_temp_path()
     }
 
     const BASE: &str =

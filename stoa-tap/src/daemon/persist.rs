@@ -93,8 +93,12 @@ mod tests {
 
     #[test]
     fn save_then_restore_and_corrupt_files_are_set_aside() {
-        let dir = std::env::temp_dir().join(format!("stoa-tap-persist-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let tmp = tempfile::Builder::new()
+            .prefix("stoa-tap-persist-")
+            .tempdir()
+            .expect("tmp dir");
+        // A state directory that does not exist yet.
+        let dir = tmp.path().join("state");
         let cfg = InferenceConfig::default();
         assert!(restore(&dir, &cfg).expect("empty dir").is_none());
         let obs = Observations::new(&cfg);

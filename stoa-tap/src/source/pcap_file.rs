@@ -681,12 +681,15 @@ mod tests {
         v
     }
 
-    fn write_tmp(name: &str, bytes: &[u8]) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("stoa-tap-src-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("tmp dir");
-        let p = dir.join(name);
-        std::fs::write(&p, bytes).expect("write");
-        p
+    /// A temporary file ending in `name`, removed on drop.
+    fn write_tmp(name: &str, bytes: &[u8]) -> tempfile::TempPath {
+        let mut f = tempfile::Builder::new()
+            .prefix("stoa-tap-src-")
+            .suffix(&format!("-{name}"))
+            .tempfile()
+            .expect("tmp file");
+        f.write_all(bytes).expect("write");
+        f.into_temp_path()
     }
 
     fn read_all(c: &mut Capture) -> Result<Vec<(u64, Vec<u8>)>, SourceError> {
@@ -704,8 +707,8 @@ mod tests {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         gz.write_all(&bytes).expect("gz");
         let gzp = write_tmp("a.pcap.gz", &gz.finish().expect("gz"));
-        for p in [plain, gzp] {
-            let mut c = Capture::open(&[p]).expect("open");
+        for p in [&plain, &gzp] {
+            let mut c = Capture::open(&[p.to_path_buf()]).expect("open");
             let got = read_all(&mut c).expect("read");
             assert_eq!(
                 got,
@@ -723,7 +726,7 @@ mod tests {
         let mut bytes = pcap_bytes(&[(1, 0, b"first"), (2, 0, b"second-record")]);
         bytes.truncate(bytes.len() - 4);
         let p = write_tmp("trunc.pcap", &bytes);
-        let mut c = Capture::open(&[p]).expect("open");
+        let mut c = Capture::open(&[p.to_path_buf()]).expect("open");
         let got = read_all(&mut c).expect("read");
         assert_eq!(got.len(), 1);
         let w = c.take_warnings();
@@ -737,7 +740,7 @@ mod tests {
     fn garbage_is_not_a_capture_and_huge_records_are_corrupt() {
         let p = write_tmp("garbage.pcap", b"this is not a capture file at all");
         assert!(matches!(
-            Capture::open(&[p]),
+            Capture::open(&[p.to_path_buf()]),
             Err(SourceError::NotACapture { .. })
         ));
         let mut bytes = pcap_bytes(&[(1, 0, b"ok")]);
@@ -748,7 +751,7 @@ mod tests {
         bytes.extend_from_slice(&(1u32 << 30).to_le_bytes());
         bytes.extend_from_slice(&[0u8; 64]);
         let p = write_tmp("huge.pcap", &bytes);
-        let mut c = Capture::open(&[p]).expect("open");
+        let mut c = Capture::open(&[p.to_path_buf()]).expect("open");
         let first = c.next_with(|p| p.data.to_vec()).expect("first");
         assert_eq!(first.as_deref(), Some(&b"ok"[..]));
         let second = c.next_with(|p| p.data.len());
@@ -762,7 +765,7 @@ mod tests {
     fn several_files_merge_in_time_order() {
         let a = write_tmp("m1.pcap", &pcap_bytes(&[(1, 0, b"a1"), (3, 0, b"a3")]));
         let b = write_tmp("m2.pcap", &pcap_bytes(&[(2, 0, b"b2"), (4, 0, b"b4")]));
-        let mut c = Capture::open(&[a, b]).expect("open");
+        let mut c = Capture::open(&[a.to_path_buf(), b.to_path_buf()]).expect("open");
         let got: Vec<Vec<u8>> = read_all(&mut c)
             .expect("read")
             .into_iter()
