@@ -179,13 +179,7 @@ impl Netns {
             .lines()
             .map(|l| {
                 let v: serde_json::Value = serde_json::from_str(l).expect("client json");
-                Performed {
-                    method: v["method"].as_str().unwrap_or_default().to_owned(),
-                    target: v["target"].as_str().unwrap_or_default().to_owned(),
-                    status: v["status"].as_u64(),
-                    body_len: v["len"].as_u64(),
-                    sha256: v["sha256"].as_str().map(str::to_owned),
-                }
+                Performed::from_json(&v, "len", "sha256")
             })
             .collect();
         assert!(performed.len() >= 40, "client did {}", performed.len());
@@ -227,6 +221,20 @@ struct Performed {
     status: Option<u64>,
     body_len: Option<u64>,
     sha256: Option<String>,
+}
+
+impl Performed {
+    /// From a JSON line of the client (`len`, `sha256`) or of the probe
+    /// (`response_body_len`, `response_sha256`).
+    fn from_json(v: &serde_json::Value, len_key: &str, sha_key: &str) -> Performed {
+        Performed {
+            method: v["method"].as_str().unwrap_or_default().to_owned(),
+            target: v["target"].as_str().unwrap_or_default().to_owned(),
+            status: v["status"].as_u64(),
+            body_len: v[len_key].as_u64(),
+            sha256: v[sha_key].as_str().map(str::to_owned),
+        }
+    }
 }
 
 /// When the probe saw an exchange's first and last bytes, ns since the epoch:
@@ -271,13 +279,7 @@ fn stop_probe(
                 ]);
                 seen.push((
                     v["server"].as_str().unwrap_or_default().to_owned(),
-                    Performed {
-                        method: v["method"].as_str().unwrap_or_default().to_owned(),
-                        target: v["target"].as_str().unwrap_or_default().to_owned(),
-                        status: v["status"].as_u64(),
-                        body_len: v["response_body_len"].as_u64(),
-                        sha256: v["response_sha256"].as_str().map(str::to_owned),
-                    },
+                    Performed::from_json(&v, "response_body_len", "response_sha256"),
                 ))
             }
             Some("stats") => return (seen, v, times),
