@@ -281,11 +281,11 @@ fn drain(ring: &mut RingBuf<MapData>, sink: &mut SegmentSink, c: &ReaderCounters
     // The batch's room is taken when the first record arrives: most timer
     // drains of an idle ring find nothing.
     let mut batch = ProbeBatch::default();
-    // Counted locally and published once per drain: an atomic add per record
-    // is a locked instruction on the reader's hottest path.
-    let (mut read, mut malformed) = (0u64, 0u64);
+    // Counted locally and published with each batch: an atomic add per
+    // record is a locked instruction on the reader's hottest path.
+    let mut tally = Tally::default();
     while let Some(item) = ring.next() {
-        read += 1;
+        tally.read += 1;
         match segment_of(&item, offset) {
             Ok((head, payload)) => {
                 if batch.is_empty() {
@@ -293,19 +293,30 @@ fn drain(ring: &mut RingBuf<MapData>, sink: &mut SegmentSink, c: &ReaderCounters
                 }
                 batch.push(head, payload)
             }
-            Err(RecordSkip::Malformed) | Err(RecordSkip::BadFamily) => malformed += 1,
+            Err(RecordSkip::Malformed) | Err(RecordSkip::BadFamily) => tally.malformed += 1,
         }
         drop(item);
         if batch.len() >= BATCH || batch.payload_bytes() >= BATCH_BYTES {
-            deliver(&mut batch, sink, c);
+            deliver(&mut batch, &mut tally, sink, c);
         }
     }
-    deliver(&mut batch, sink, c);
-    c.records_read.fetch_add(read, Ordering::Relaxed);
-    c.records_malformed.fetch_add(malformed, Ordering::Relaxed);
+    deliver(&mut batch, &mut tally, sink, c);
 }
 
-fn deliver(batch: &mut ProbeBatch, sink: &mut SegmentSink, c: &ReaderCounters) {
+/// Records read since the counters were last published.
+#[derive(Default)]
+struct Tally {
+    read: u64,
+    malformed: u64,
+}
+
+/// Publishes the tally, then hands the batch over (if it holds anything), so
+/// that the counters never show more delivered than read.
+fn deliver(batch: &mut ProbeBatch, tally: &mut Tally, sink: &mut SegmentSink, c: &ReaderCounters) {
+    let t = std::mem::take(tally);
+    c.records_read.fetch_add(t.read, Ordering::Relaxed);
+    c.records_malformed
+        .fetch_add(t.malformed, Ordering::Relaxed);
     if batch.is_empty() {
         return;
     }
