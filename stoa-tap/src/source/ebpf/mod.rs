@@ -6,8 +6,8 @@
 //! The probe needs Linux 6.6+ for TCX attachment (older kernels fall back to
 //! a clsact qdisc filter), 5.18+ for reading the skb's timestamp type (and
 //! 5.17+ for `bpf_loop`), BTF (`/sys/kernel/btf/vmlinux`), and the
-//! capabilities `CAP_BPF`, `CAP_NET_ADMIN` and `CAP_PERFMON`. Loading it is only possible when
-//! stoa-tap is built with the `ebpf` cargo feature.
+//! capabilities `CAP_BPF`, `CAP_NET_ADMIN` and `CAP_PERFMON`. Loading it is
+//! only possible when stoa-tap is built with the `ebpf` cargo feature.
 
 #[cfg(feature = "ebpf")]
 mod probe;
@@ -149,14 +149,6 @@ pub struct ProbeBatch {
 }
 
 impl ProbeBatch {
-    /// An empty batch with room for `segments` segments and `bytes` of payload.
-    pub fn with_capacity(segments: usize, bytes: usize) -> Self {
-        ProbeBatch {
-            data: Vec::with_capacity(bytes),
-            heads: Vec::with_capacity(segments),
-        }
-    }
-
     /// Makes room for `segments` more segments and `bytes` more payload.
     pub fn reserve(&mut self, segments: usize, bytes: usize) {
         self.data.reserve(bytes);
@@ -187,15 +179,20 @@ impl ProbeBatch {
 
     /// Segment `i`, in the order the probe wrote them.
     pub fn get(&self, i: usize) -> Option<(&SegmentHead, &[u8])> {
-        let (h, r) = self.heads.get(i)?;
-        Some((h, self.data.get(r.clone()).unwrap_or_default()))
+        self.heads.get(i).map(|e| self.entry(e))
     }
 
     /// The segments, in the order the probe wrote them.
     pub fn iter(&self) -> impl Iterator<Item = (&SegmentHead, &[u8])> + '_ {
-        self.heads
-            .iter()
-            .map(|(h, r)| (h, self.data.get(r.clone()).unwrap_or_default()))
+        self.heads.iter().map(|e| self.entry(e))
+    }
+
+    /// A head with its payload.
+    fn entry<'a>(
+        &'a self,
+        (h, r): &'a (SegmentHead, std::ops::Range<usize>),
+    ) -> (&'a SegmentHead, &'a [u8]) {
+        (h, self.data.get(r.clone()).unwrap_or_default())
     }
 }
 
@@ -445,7 +442,8 @@ mod tests {
 
     #[test]
     fn a_batch_keeps_each_payload_with_its_segment() {
-        let mut b = ProbeBatch::with_capacity(2, 8);
+        let mut b = ProbeBatch::default();
+        b.reserve(2, 8);
         let mut h = v4_header();
         h.chunk_len = 3;
         h.payload_len = 3;
@@ -460,6 +458,8 @@ mod tests {
         let got: Vec<&[u8]> = b.iter().map(|(_, p)| p).collect();
         assert_eq!(got, vec![&b"abc"[..], b"", b"defg"]);
         assert_eq!(b.iter().next().expect("one").1, b"abc");
+        assert_eq!(b.get(2).map(|(_, p)| p), Some(&b"defg"[..]));
+        assert!(b.get(3).is_none());
     }
 
     #[test]
