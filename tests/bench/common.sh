@@ -1,5 +1,5 @@
-# Shared by the live benchmarks (mirror.sh, ebpf.sh, ebpf_cost.sh); sourced,
-# not run. Callers set ROOT and run from it.
+# Shared by the live benchmarks (mirror.sh, ebpf.sh, ebpf_cost.sh, tproxy.sh);
+# sourced, not run. Callers set ROOT.
 
 # need_tools TOOL...: installs the missing ones from Debian (nginx as
 # nginx-light, bpftool as bpftool).

@@ -42,9 +42,8 @@ THREADS="${THREADS:-1}"
 VARIANTS="${VARIANTS:-probe full batch daemon tcpdump pcap}"
 [ "$(id -u)" = 0 ] || { echo "ebpf.sh needs root (namespaces, loading the probe)" >&2; exit 1; }
 . "$ROOT/tests/bench/common.sh"
-need_tools wrk nginx
+need_tools wrk nginx tcpdump
 bash stoa-tap-ebpf/toolchain.sh >/dev/null
-command -v tcpdump >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y tcpdump >/dev/null
 cargo build --release -q -p stoa-tap --features ebpf --bin stoa-tap --example probe_capture --example live_capture
 STOA_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/stoa-tap"
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/probe_capture"
@@ -166,7 +165,7 @@ def stats_of(path):
     return [json.loads(l) for l in open(path) if '"type":"stats"' in l][-1]
 def cpu_of(path):
     return float(open(path).read())
-# variant -> (label, reads stats?)
+# variant -> label in the table
 labels = {"probe": "probe only", "full": "full", "batch": "full batch", "daemon": "run --ebpf",
           "daemon1": "run 1 worker", "tcpdump": "tcpdump", "pcap": "pcap full"}
 kinds = [(k, labels[k]) for k in chosen]

@@ -43,9 +43,9 @@ trap cleanup EXIT
 "$HERE/tproxy_netns.sh" up "$P"
 "$BIN" --print-rules --rules-iface t0 | ip netns exec "$T" nft -f -
 REFERENCE=${REFERENCE:-haproxy}
-if [ "$REFERENCE" = haproxy ] && ! command -v haproxy >/dev/null; then
-    DEBIAN_FRONTEND=noninteractive apt-get install -y haproxy >/dev/null 2>&1 \
-        || { echo "haproxy not installable: no reference relay" >&2; REFERENCE=none; }
+. "$ROOT/tests/bench/common.sh"
+if [ "$REFERENCE" = haproxy ]; then
+    need_tools haproxy || { echo "haproxy not installable: no reference relay" >&2; REFERENCE=none; }
 fi
 if [ "$REFERENCE" = haproxy ]; then
     ip netns exec "$T" nft add rule inet stoa_tap prerouting iifname t0 meta nfproto ipv4 \
