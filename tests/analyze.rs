@@ -7,6 +7,9 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+mod support;
+use support::temp_dir;
+
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_stoa-tap")
 }
@@ -16,14 +19,6 @@ fn root() -> PathBuf {
         .parent()
         .expect("workspace root")
         .to_path_buf()
-}
-
-/// A fresh temporary directory, removed on drop.
-fn tmpdir(name: &str) -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix(&format!("stoa-tap-e2e-{name}-"))
-        .tempdir()
-        .expect("tmp dir")
 }
 
 fn analyze(args: &[&str]) -> Output {
@@ -141,7 +136,7 @@ fn run_views(input: &Path, extra: &[&str]) -> (Output, Vec<View>) {
     // Tests run in parallel: every call writes its own file.
     static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let dir = tmpdir("views");
+    let dir = temp_dir("e2e-views");
     let name = input.file_name().and_then(|n| n.to_str()).unwrap_or("x");
     let out_path = dir.path().join(format!("{name}.{n}.jsonl"));
     let mut args = vec![
@@ -314,7 +309,7 @@ fn port_any_finds_the_same_exchanges() {
 
 #[test]
 fn bad_inputs_get_distinct_exit_codes_and_clear_messages() {
-    let dir = tmpdir("bad");
+    let dir = temp_dir("e2e-bad");
     let missing = dir.path().join("nope.pcap");
     let out = analyze(&[missing.to_str().expect("path")]);
     assert_eq!(out.status.code(), Some(3));
@@ -479,7 +474,7 @@ fn tshark_agrees_on_method_target_status() {
         let mut seq = tshark_sequence(&pcap).expect("tshark ran");
         // Same order on both sides: request time, then the fields (for ties).
         seq.sort();
-        let dir = tmpdir("tshark");
+        let dir = temp_dir("e2e-tshark");
         let out_path = dir.path().join(format!("{name}.jsonl"));
         let out = analyze(&[
             pcap.to_str().expect("path"),

@@ -8,6 +8,9 @@ use std::process::{Command, Output};
 use stoa_tap::decode::decode_tcp;
 use stoa_tap::source::pcap_file::Capture;
 
+mod support;
+use support::temp_dir;
+
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_stoa-tap")
 }
@@ -25,14 +28,6 @@ fn fidelity_pcap() -> PathBuf {
 
 fn declared() -> PathBuf {
     root().join("fixtures/fidelity/declared-openapi.yaml")
-}
-
-/// A fresh temporary directory, removed on drop.
-fn tmpdir(name: &str) -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix(&format!("stoa-tap-contracts-{name}-"))
-        .tempdir()
-        .expect("tmp dir")
 }
 
 fn run(args: &[&str]) -> Output {
@@ -85,7 +80,7 @@ fn tree(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
 
 #[test]
 fn inferred_spec_scores_against_the_declared_one() {
-    let dir = tmpdir("fidelity");
+    let dir = temp_dir("contracts-fidelity");
     let table = learn(&[&fidelity_pcap()], dir.path());
     assert!(
         table.contains("/api/v1/users/{userId}"),
@@ -111,7 +106,7 @@ fn inferred_spec_scores_against_the_declared_one() {
 
 #[test]
 fn emitted_documents_pass_third_party_validators() {
-    let dir = tmpdir("validators");
+    let dir = temp_dir("contracts-validators");
     learn(&[&fidelity_pcap()], dir.path());
     let mut specs = vec![
         dir.path().join("openapi.yaml"),
@@ -161,7 +156,7 @@ fn emitted_documents_pass_third_party_validators() {
 
 #[test]
 fn no_secret_from_the_traffic_appears_in_any_output() {
-    let dir = tmpdir("secrets");
+    let dir = temp_dir("contracts-secrets");
     let exchanges = dir.path().join("exchanges.jsonl");
     let out = run(&[
         "analyze",
@@ -267,7 +262,7 @@ fn split_by_connection(src: &Path, a: &Path, b: &Path) {
 
 #[test]
 fn split_and_merged_inputs_give_byte_identical_documents() {
-    let tmp = tmpdir("merge");
+    let tmp = temp_dir("contracts-merge");
     let base = tmp.path();
     let (a, b) = (base.join("a.pcap"), base.join("b.pcap"));
     split_by_connection(&fidelity_pcap(), &a, &b);
@@ -360,7 +355,7 @@ fn diff_reports_drift_against_a_declared_spec() {
     for k in &removed {
         paths.remove(k);
     }
-    let dir = tmpdir("diff");
+    let dir = temp_dir("contracts-diff");
     let cut_path = dir.path().join("cut.json");
     std::fs::write(&cut_path, serde_json::to_vec(&cut).expect("json")).expect("write");
     let out = run(&[

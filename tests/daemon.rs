@@ -9,6 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod support;
+use support::temp_dir;
+
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_stoa-tap")
 }
@@ -26,14 +29,6 @@ fn fixture(name: &str) -> String {
         .join(name)
         .display()
         .to_string()
-}
-
-/// A fresh temporary directory, removed on drop.
-fn tmpdir(name: &str) -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix(&format!("stoa-tap-daemon-{name}-"))
-        .tempdir()
-        .expect("tmp dir")
 }
 
 /// A running daemon; killed on drop, then its configuration file removed.
@@ -188,7 +183,7 @@ const ADMIN: &str = "127.0.0.1:0";
 
 #[test]
 fn serves_summary_metrics_and_documents() {
-    let state = tmpdir("serve");
+    let state = temp_dir("daemon-serve");
     // Two workers whatever the machine (the default depends on its CPUs), so
     // that sharding the replay over workers is what gives the counts below.
     let d = start(&[
@@ -246,7 +241,7 @@ fn serves_summary_metrics_and_documents() {
 
 #[test]
 fn observations_survive_sigterm_and_kill_9_loses_at_most_one_interval() {
-    let state = tmpdir("restart");
+    let state = temp_dir("daemon-restart");
     let st = state.path().to_str().expect("p");
     // SIGTERM: drained and saved.
     let d = start(&[
@@ -307,7 +302,7 @@ fn observations_survive_sigterm_and_kill_9_loses_at_most_one_interval() {
 
 #[test]
 fn configuration_precedence_and_errors() {
-    let dir = tmpdir("config");
+    let dir = temp_dir("daemon-config");
     let cfg = dir.path().join("stoa-tap.yaml");
     std::fs::write(
         &cfg,
@@ -367,7 +362,7 @@ fn configuration_precedence_and_errors() {
 
 #[test]
 fn admin_token_is_enforced_and_sighup_reloads() {
-    let state = tmpdir("token");
+    let state = temp_dir("daemon-token");
     let d = start(&[
         "--replay",
         &fixture("curl_keepalive.pcap"),
@@ -420,7 +415,7 @@ fn admin_token_is_enforced_and_sighup_reloads() {
 /// with the probe, refused with the reason and exit 8 by one without it.
 #[test]
 fn ebpf_source_check_says_whether_this_build_has_the_probe() {
-    let dir = tmpdir("ebpf-check");
+    let dir = temp_dir("daemon-ebpf-check");
     let cfg = dir.path().join("empty.yaml");
     std::fs::write(&cfg, "").expect("write config");
     let out = Command::new(bin())

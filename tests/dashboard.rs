@@ -53,10 +53,7 @@ fn dashboard_renders_the_live_summary_and_operations_in_chromium() {
         panic!("the dashboard test needs Chromium (apt-get install chromium)");
     };
     // Declared before the daemon, so removed after it is stopped.
-    let tmp = tempfile::Builder::new()
-        .prefix("stoa-tap-dashboard-")
-        .tempdir()
-        .expect("temp dir");
+    let tmp = support::temp_dir("dashboard");
     let dir = tmp.path();
     let config = dir.join("empty.yaml");
     std::fs::write(&config, "").expect("config");

@@ -520,10 +520,7 @@ fn stoa_tap_run_on_the_mirror_port_sees_the_client_exchanges() {
         return;
     }
     // Declared before the topology, so removed after its processes are stopped.
-    let tmp = tempfile::Builder::new()
-        .prefix("stoa-tap-mirror-run-")
-        .tempdir()
-        .expect("temp dir");
+    let tmp = support::temp_dir("mirror-run");
     let mut topo = Topology::up();
     let (_, server_out, _) = topo.spawn(
         'g',

@@ -1,5 +1,6 @@
-//! Helpers shared by the end-to-end tests that run programs in network
-//! namespaces (`mod support;` in each). Each test uses a subset.
+//! Helpers shared by the end-to-end tests (`mod support;` in each), most of
+//! them for tests that run programs in network namespaces. Each test uses a
+//! subset.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read};
@@ -14,6 +15,15 @@ pub fn repo() -> PathBuf {
         .parent()
         .expect("workspace root")
         .to_path_buf()
+}
+
+/// A fresh temporary directory named `stoa-tap-<name>-...`, removed (with
+/// what the test wrote into it) when dropped, also when the test fails.
+pub fn temp_dir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("stoa-tap-{name}-"))
+        .tempdir()
+        .expect("temporary directory")
 }
 
 /// True if the test may go on; false to skip (`STOA_TAP_SKIP_NETNS=1` when
