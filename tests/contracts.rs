@@ -104,6 +104,106 @@ fn inferred_spec_scores_against_the_declared_one() {
     }
 }
 
+/// Scores of `analyze --out` on a capture against a declared spec.
+fn score_against(capture: &Path, declared: &Path, name: &str) -> Value {
+    let dir = temp_dir(name);
+    learn(&[capture], dir.path());
+    let out = Command::new("/usr/bin/python3")
+        .arg(root().join("tests/fidelity/score.py"))
+        .arg(declared)
+        .arg(dir.path().join("openapi.json"))
+        .arg("--json")
+        .output()
+        .expect("python3 runs the scorer");
+    ok(&out);
+    serde_json::from_slice(&out.stdout).expect("score JSON")
+}
+
+/// (method, status) -> exchanges, from JSON lines with `method` and `status`
+/// at the top level or under `request`/`response`.
+fn method_status_counts(jsonl: &str) -> std::collections::BTreeMap<(String, i64), u64> {
+    let mut m = std::collections::BTreeMap::new();
+    for line in jsonl.lines().filter(|l| !l.trim().is_empty()) {
+        let v: Value = serde_json::from_str(line).expect("JSON line");
+        let method = v["method"]
+            .as_str()
+            .or_else(|| v["request"]["method"].as_str())
+            .unwrap_or("")
+            .to_string();
+        let status = v["status"]
+            .as_i64()
+            .or_else(|| v["response"]["status"].as_i64())
+            .unwrap_or(-1);
+        *m.entry((method, status)).or_insert(0) += 1;
+    }
+    m
+}
+
+/// Two APIs the inference rules were not written against (fixtures/unseen/):
+/// a bank with currency, country, branch and product codes in its paths, and a
+/// travel API with airport and carrier codes, lower-case language and country
+/// codes, locales, PNRs, versioned paths, a SOAP service and sparse errors.
+/// Both keep literal siblings (`/accounts/summary`, `/customers/me`,
+/// `/fx/rates/latest`, `/v2/airports/nearby`, `/v3/loyalty/members/me`).
+#[test]
+fn unseen_apis_score_against_their_declared_specs() {
+    let mut report = String::new();
+    for api in ["bank", "travel"] {
+        let dir = root().join("fixtures/unseen").join(api);
+        let score = score_against(
+            &dir.join("traffic.pcap.gz"),
+            &dir.join("declared-openapi.yaml"),
+            &format!("contracts-unseen-{api}"),
+        );
+        // Every exchange the server logged is found, with its method and status.
+        let expected = {
+            use std::io::Read;
+            let f = std::fs::File::open(dir.join("expected-exchanges.jsonl.gz")).expect("truth");
+            let mut text = String::new();
+            flate2::read::GzDecoder::new(f)
+                .read_to_string(&mut text)
+                .expect("gzip");
+            method_status_counts(&text)
+        };
+        let out = run(&[
+            "analyze",
+            "--no-progress",
+            "--exchanges",
+            "-",
+            s(&dir.join("traffic.pcap.gz")),
+        ]);
+        ok(&out);
+        let found = method_status_counts(&String::from_utf8_lossy(&out.stdout));
+        assert_eq!(found, expected, "{api}: exchanges by method and status");
+        for kind in [
+            "paths",
+            "operations",
+            "properties",
+            "responses",
+            "query_params",
+        ] {
+            report.push_str(&format!(
+                "{api:7} {kind:13} precision {:.3} recall {:.3}\n",
+                score[kind]["precision"].as_f64().unwrap_or(0.0),
+                score[kind]["recall"].as_f64().unwrap_or(0.0)
+            ));
+        }
+        for (kind, min) in [
+            ("paths", 0.95),
+            ("operations", 0.95),
+            ("responses", 0.95),
+            ("query_params", 0.95),
+            ("properties", 0.9),
+        ] {
+            for m in ["precision", "recall"] {
+                let v = score[kind][m].as_f64().unwrap_or(0.0);
+                assert!(v >= min, "{api}: {kind} {m} = {v} < {min}: {score}");
+            }
+        }
+    }
+    println!("{report}");
+}
+
 #[test]
 fn emitted_documents_pass_third_party_validators() {
     let dir = temp_dir("contracts-validators");

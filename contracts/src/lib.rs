@@ -36,6 +36,7 @@ pub mod summary;
 mod tests;
 pub mod uac;
 mod util;
+mod vocab;
 pub mod yaml;
 
 pub use config::{

@@ -9,6 +9,11 @@
 //!   (at least `min_sibling_literals` distinct values, or more than the
 //!   observe-time cap) and alike (one coarse shape for `alike_share` of them)
 //!   and the position follows a literal collection name (`/products/{x}`);
+//! * values from a closed vocabulary (ISO currency, country and language
+//!   codes, locales, upper-case or letter-and-digit codes such as branch and
+//!   product codes) become one parameter from three distinct siblings (two
+//!   locales) whose subtrees share their structure, however small the set
+//!   and however skewed their counts (see [`crate::vocab`]);
 //! * a literal much more frequent than its siblings stays beside the
 //!   parameter (`/products/search` next to `/products/{productId}`), and so do
 //!   literals next to ID-shaped values (`/users/me` next to `/users/{userId}`);
@@ -23,6 +28,7 @@ use crate::security::SchemeObs;
 use crate::shape::{is_reserved, is_version, loose_shape, SegKind};
 use crate::stats::OperationStats;
 use crate::util::{camel, hash_str, kebab, singular, snake, Merge};
+use crate::vocab::{code_class, CodeClass};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -286,11 +292,11 @@ fn count_caps(n: &PathNode, caps: &mut CapsReport) {
 }
 
 /// Moves literal children into the parameter child.
-fn fold_into_param(node: &mut PathNode, keys: &[String], limits: &Limits) {
+fn fold_into_param(node: &mut PathNode, keys: &[String], kind: SegKind, limits: &Limits) {
     for k in keys {
         if let Some(sub) = node.literals.remove(k) {
             let p: &mut ParamNode = node.param.get_or_insert_with(Box::default);
-            *p.kinds.entry(SegKind::Literal).or_insert(0) += sub.count;
+            *p.kinds.entry(kind).or_insert(0) += sub.count;
             p.distinct.add(hash_str(k), limits.distinct_sketch);
             p.node.merge_from(&sub, limits);
         }
@@ -309,6 +315,16 @@ fn normalize(node: &mut PathNode, parent: Option<&str>, cfg: &InferenceConfig, l
         .map(|(k, c)| (k.clone(), c.count, loose_shape(k)))
         .collect();
     let collection = parent.is_some_and(|p| !is_reserved(p));
+    if !hinted {
+        let codes = code_siblings(node);
+        if !codes.is_empty() {
+            fold_into_param(node, &codes, SegKind::Code, limits);
+        }
+    }
+    let candidates: Vec<(String, u64, u16)> = candidates
+        .into_iter()
+        .filter(|c| node.literals.contains_key(&c.0))
+        .collect();
     if !hinted
         && !candidates.is_empty()
         && (overflow || (collection && candidates.len() >= t.min_sibling_literals.max(2)))
@@ -336,7 +352,7 @@ fn normalize(node: &mut PathNode, parent: Option<&str>, cfg: &InferenceConfig, l
                 .filter(|c| c.1 < t.frequent_factor.max(1) * median)
                 .map(|c| c.0.clone())
                 .collect();
-            fold_into_param(node, &fold, limits);
+            fold_into_param(node, &fold, SegKind::Literal, limits);
         }
     }
     let keys: Vec<String> = node.literals.keys().cloned().collect();
@@ -353,6 +369,102 @@ fn normalize(node: &mut PathNode, parent: Option<&str>, cfg: &InferenceConfig, l
     if let Some(p) = node.param.as_mut() {
         normalize(&mut p.node, None, cfg, limits);
     }
+}
+
+/// Literal children that are values from a closed vocabulary (currency,
+/// country or language codes, locales, branch or product codes): at least
+/// [`CodeClass::min_siblings`] distinct values of one code class whose
+/// subtrees have the same structure. Unlike the large-sibling-set rule this
+/// needs no minimum count and keeps no frequent value beside the parameter:
+/// `EUR` requested ten times more than `NOK` is still a currency. Structure
+/// keeps apart code-named resources that are not interchangeable (SAP OData
+/// services `ZSD_ORDER_SRV`, `ZMM_PO_SRV` with different entity sets).
+fn code_siblings(node: &PathNode) -> Vec<String> {
+    let mut by_class: BTreeMap<CodeClass, Vec<&String>> = BTreeMap::new();
+    for k in node.literals.keys() {
+        if is_reserved(k) {
+            continue;
+        }
+        if let Some(c) = code_class(k) {
+            by_class.entry(c).or_default().push(k);
+        }
+    }
+    let mut out = Vec::new();
+    for (class, keys) in by_class {
+        if keys.len() < class.min_siblings() {
+            continue;
+        }
+        let sigs: Vec<BTreeSet<String>> = keys
+            .iter()
+            .map(|k| {
+                let mut sig = BTreeSet::new();
+                if let Some(n) = node.literals.get(*k) {
+                    signature(n, &mut String::new(), &mut sig, 0);
+                }
+                sig
+            })
+            .collect();
+        // The most common signature is the class's structure; values whose
+        // subtree shares at least half of it (Jaccard) belong to the set.
+        let mut freq: BTreeMap<&BTreeSet<String>, usize> = BTreeMap::new();
+        for s in &sigs {
+            *freq.entry(s).or_insert(0) += 1;
+        }
+        let Some(dominant) = freq
+            .iter()
+            .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
+            .map(|(s, _)| (*s).clone())
+        else {
+            continue;
+        };
+        let group: Vec<String> = keys
+            .iter()
+            .zip(&sigs)
+            .filter(|(_, s)| jaccard(s, &dominant) >= 0.5)
+            .map(|(k, _)| (*k).clone())
+            .collect();
+        if group.len() >= class.min_siblings() {
+            out.extend(group);
+        }
+    }
+    out
+}
+
+/// Endpoints below a node, as `METHOD /relative/path` with parameters and
+/// code-shaped literals abstracted: the structure two values share when they
+/// are interchangeable.
+fn signature(n: &PathNode, prefix: &mut String, out: &mut BTreeSet<String>, depth: usize) {
+    if out.len() >= 64 || depth > 8 {
+        return;
+    }
+    for m in n.ops.entries.keys() {
+        out.insert(format!("{m} /{prefix}"));
+    }
+    let len = prefix.len();
+    for (k, c) in &n.literals {
+        match code_class(k) {
+            Some(_) => prefix.push_str("<code>/"),
+            None => {
+                prefix.push_str(k);
+                prefix.push('/');
+            }
+        }
+        signature(c, prefix, out, depth + 1);
+        prefix.truncate(len);
+    }
+    if let Some(p) = &n.param {
+        prefix.push_str("{}/");
+        signature(&p.node, prefix, out, depth + 1);
+        prefix.truncate(len);
+    }
+}
+
+fn jaccard(a: &BTreeSet<String>, b: &BTreeSet<String>) -> f64 {
+    let union = a.union(b).count();
+    if union == 0 {
+        return 1.0;
+    }
+    a.intersection(b).count() as f64 / union as f64
 }
 
 /// Joins miss-tier traffic to the endpoints it matches.
@@ -475,6 +587,7 @@ fn param_name(p: &ParamNode, prev: Option<&TSeg>) -> String {
         SegKind::Email => ("Email", "email"),
         SegKind::Date | SegKind::DateTime => ("Date", "date"),
         SegKind::Rest => ("Path", "path"),
+        SegKind::Code => ("Code", "code"),
         _ => ("Id", "id"),
     };
     match parent {

@@ -525,6 +525,7 @@ impl Observations {
                     }
                 }
                 "soapaction" => {
+                    op.soap_action_header += 1;
                     let a = h.value.trim().trim_matches('"');
                     if !a.is_empty() && a.len() <= 200 && crate::redact::secret_kind(a).is_none() {
                         op.record_soap_action(a, limits);

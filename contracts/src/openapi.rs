@@ -447,6 +447,9 @@ fn operation(
     for (name, v) in &o.headers.entries {
         params.push(param(name, "header", v, o.count, t));
     }
+    if o.soap_action_header > 0 {
+        params.push(soap_action_param(o, t));
+    }
     let session_cookies: Vec<&str> = o
         .security
         .entries
@@ -541,6 +544,26 @@ fn operation(
         v["x-stoa-anomalies"] = json!(a);
     }
     v
+}
+
+/// The `SOAPAction` request header: it names the SOAP operation, so it is
+/// documented as a header parameter, with the actions seen. They are not an
+/// `enum`: on the wire the value is a quoted string, quotes optional in
+/// practice, so an enum of the bare URIs would reject valid requests.
+fn soap_action_param(o: &crate::operation::OperationObs, t: &TemplatingConfig) -> Value {
+    let actions = &o.soap_actions;
+    let mut p = json!({
+        "name": "SOAPAction",
+        "in": "header",
+        "description": "SOAP operation (SOAP 1.1 action URI, usually quoted)",
+        "required": o.soap_action_header >= o.count,
+        "schema": {"type": "string"},
+        "x-stoa-seen": o.soap_action_header,
+    });
+    if !actions.entries.is_empty() && actions.entries.len() <= t.max_enum.max(16) {
+        p["x-stoa-actions"] = json!(actions.entries);
+    }
+    p
 }
 
 /// Reason phrase of a status code.

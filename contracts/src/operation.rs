@@ -99,6 +99,10 @@ pub(crate) struct OperationObs {
     /// `SOAPAction` values (or `action` of SOAP 1.2 content types).
     #[serde(default)]
     pub soap_actions: BoundedMap<u64>,
+    /// Requests that carried a `SOAPAction` header (a header parameter that
+    /// names the operation).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub soap_action_header: u64,
     /// Request bodies by media type.
     #[serde(default)]
     pub request_bodies: BoundedMap<BodyObs>,
@@ -128,6 +132,7 @@ impl Default for OperationObs {
             anonymous: 0,
             anonymous_ok: 0,
             soap_actions: BoundedMap::default(),
+            soap_action_header: 0,
             request_bodies: BoundedMap::default(),
             responses: BTreeMap::new(),
         }
@@ -289,6 +294,7 @@ impl Merge for OperationObs {
         self.anonymous_ok += o.anonymous_ok;
         self.soap_actions
             .merge_capped(&o.soap_actions, limits.max_fields, limits);
+        self.soap_action_header += o.soap_action_header;
         self.request_bodies
             .merge_capped(&o.request_bodies, limits.max_media_types, limits);
         for (s, m) in &o.responses {

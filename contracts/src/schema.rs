@@ -581,8 +581,35 @@ fn is_map(n: &SchemaNode, cfg: &TemplatingConfig) -> bool {
     if n.properties.is_empty() {
         return n.map_values.is_some();
     }
-    n.properties.len() >= cfg.map_min_keys
+    if n.properties.len() >= cfg.map_min_keys
         && n.properties.values().all(|p| p.count() * 2 <= n.object)
+    {
+        return true;
+    }
+    // Keyed by values (currency or country codes, locales, message keys):
+    // a map however few keys and however often each one is present, when
+    // the values all have one JSON type.
+    n.properties.len() >= 3
+        && n.properties.keys().all(|k| crate::vocab::is_data_key(k))
+        && one_value_type(n.properties.values())
+}
+
+/// Whether every node holds values of one and the same JSON type (nulls and
+/// integer-vs-number aside).
+fn one_value_type<'a>(mut nodes: impl Iterator<Item = &'a SchemaNode>) -> bool {
+    let kind = |p: &SchemaNode| -> u8 {
+        let mut k = 0u8;
+        k |= u8::from(p.boolean > 0);
+        k |= u8::from(p.integer + p.number > 0) << 1;
+        k |= u8::from(p.string > 0) << 2;
+        k |= u8::from(p.array > 0) << 3;
+        k |= u8::from(p.object > 0) << 4;
+        k
+    };
+    let Some(first) = nodes.next().map(kind) else {
+        return false;
+    };
+    first != 0 && first.count_ones() == 1 && nodes.all(|p| kind(p) == first)
 }
 
 fn object_schema(n: &SchemaNode, flavor: Flavor, cfg: &TemplatingConfig) -> Value {

@@ -25,6 +25,9 @@ pub enum SegKind {
     Token,
     /// A literal word beyond the cap of distinct literals at this position.
     Literal,
+    /// Values from a closed vocabulary (currency, country or language codes,
+    /// locales, branch or product codes), folded at emit time.
+    Code,
     /// Routed here by an operator hint.
     Hinted,
     /// Segments beyond the depth cap.
@@ -44,6 +47,7 @@ impl SegKind {
             SegKind::Email => "id-shape:email",
             SegKind::Token => "id-shape:token",
             SegKind::Literal => "sibling-set",
+            SegKind::Code => "code-vocabulary",
             SegKind::Hinted => "hint",
             SegKind::Rest => "depth-cap",
         }

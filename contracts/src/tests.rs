@@ -1175,3 +1175,144 @@ fn summary_schema_describes_analyze_json() {
     bad["packets"] = json!(-1);
     assert!(!v.is_valid(&bad));
 }
+
+#[test]
+fn closed_vocabulary_segments_become_parameters_and_literal_siblings_stay() {
+    let ccy = ["EUR", "USD", "GBP", "CHF", "JPY", "SEK", "NOK"];
+    let mut xs = Vec::new();
+    for (i, a) in ccy.iter().enumerate() {
+        // EUR far more frequent than the rest: still a currency, not a literal.
+        let reps = if i == 0 { 60 } else { 1 };
+        for _ in 0..reps {
+            for b in ccy.iter().filter(|b| *b != a).take(3) {
+                xs.push(get(&format!("/api/v1/fx/rates/{a}/{b}")));
+            }
+        }
+    }
+    xs.push(get("/api/v1/fx/rates/latest"));
+    for code in ["ZRH01", "GVA01", "BSL02"] {
+        xs.push(get(&format!("/api/v1/branches/{code}")));
+        xs.push(get(&format!("/api/v1/branches/{code}/atms")));
+    }
+    for l in ["en", "de", "fr", "it"] {
+        xs.push(get(&format!("/api/v1/i18n/{l}/messages")));
+    }
+    for l in ["en-GB", "de-CH"] {
+        xs.push(get(&format!("/api/v1/content/{l}/pages")));
+    }
+    for id in 1..30 {
+        xs.push(get(&format!("/api/v1/customers/{id}")));
+    }
+    for _ in 0..5 {
+        xs.push(get("/api/v1/customers/me"));
+        xs.push(get("/api/v1/accounts/summary"));
+        xs.push(get("/api/v1/accounts/export"));
+        xs.push(get("/api/v1/accounts/search"));
+    }
+    let m = model(&xs);
+    let p = paths(&m);
+    let want = [
+        "/api/v1/accounts/export",
+        "/api/v1/accounts/search",
+        "/api/v1/accounts/summary",
+        "/api/v1/branches/{branchCode}",
+        "/api/v1/branches/{branchCode}/atms",
+        "/api/v1/content/{contentCode}/pages",
+        "/api/v1/customers/me",
+        "/api/v1/customers/{customerId}",
+        "/api/v1/fx/rates/latest",
+        "/api/v1/fx/rates/{rateCode}/{code}",
+        "/api/v1/i18n/{i18nCode}/messages",
+    ];
+    assert_eq!(p, want);
+    let e = m.apis[0]
+        .endpoints
+        .iter()
+        .find(|e| e.path == "/api/v1/fx/rates/{rateCode}/{code}")
+        .expect("fx endpoint");
+    assert_eq!(e.params[0].rule, "code-vocabulary");
+    assert_eq!(e.operations[0].stats.count, 60 * 3 + 6 * 3);
+}
+
+#[test]
+fn code_shaped_siblings_with_different_structures_stay_apart() {
+    // OData-style service names: upper-case codes, but each its own API.
+    let mut xs = Vec::new();
+    for (svc, set) in [
+        ("ZSD_ORDER_SRV", "SalesOrderSet"),
+        ("ZMM_PO_SRV", "PurchaseOrderSet"),
+        ("ZFI_DOC_SRV", "AccountingDocumentSet"),
+    ] {
+        xs.push(get(&format!("/sap/opu/odata/sap/{svc}/{set}")));
+        xs.push(get(&format!("/sap/opu/odata/sap/{svc}/$metadata")));
+    }
+    // Two lower-case ISO-looking words are not enough evidence.
+    xs.push(get("/search/by"));
+    xs.push(get("/search/in"));
+    let p = paths(&model(&xs));
+    assert!(
+        p.contains(&"/sap/opu/odata/sap/ZMM_PO_SRV/PurchaseOrderSet".to_string()),
+        "{p:?}"
+    );
+    assert!(p.contains(&"/search/by".to_string()), "{p:?}");
+    assert!(p.contains(&"/search/in".to_string()), "{p:?}");
+}
+
+#[test]
+fn objects_keyed_by_codes_or_message_keys_are_maps() {
+    let bodies = [
+        json!({"base": "EUR", "rates": {"CHF": 0.94, "USD": 1.08, "GBP": 0.86}}),
+        json!({"base": "USD", "rates": {"CHF": 0.87, "EUR": 0.93, "GBP": 0.79, "JPY": 151.2}}),
+        json!({"base": "CHF", "rates": {"EUR": 1.06, "USD": 1.15, "GBP": 0.91}}),
+    ];
+    let msgs =
+        json!({"messages": {"booking.title": "Book", "booking.cta": "Go", "search.empty": "None"}});
+    let record = json!({"ID": 1, "NAME": "x", "CITY": "y"});
+    let mut xs: Vec<Ex> = bodies
+        .iter()
+        .map(|b| get("/rates").resp_body("application/json", b.to_string().as_bytes()))
+        .collect();
+    xs.push(get("/messages").resp_body("application/json", msgs.to_string().as_bytes()));
+    xs.push(get("/record").resp_body("application/json", record.to_string().as_bytes()));
+    let cfg = InferenceConfig::default();
+    let docs = openapi::emit(&observe_all(&cfg, &xs), &cfg);
+    let doc: Value = serde_json::from_str(&docs[0].to_json()).expect("json");
+    let schema = |p: &str| {
+        doc["paths"][p]["get"]["responses"]["200"]["content"]["application/json"]["schema"].clone()
+    };
+    let rates = &schema("/rates")["properties"]["rates"];
+    assert_eq!(rates["additionalProperties"]["type"], "number", "{rates}");
+    assert!(rates.get("properties").is_none(), "{rates}");
+    let m = &schema("/messages")["properties"]["messages"];
+    assert_eq!(m["additionalProperties"]["type"], "string", "{m}");
+    // Upper-case field names of mixed types stay a record.
+    let r = schema("/record");
+    assert!(r["properties"]["NAME"].is_object(), "{r}");
+}
+
+#[test]
+fn soap_action_header_is_a_parameter() {
+    let mut xs = Vec::new();
+    for a in ["GetOrder", "CancelOrder"] {
+        xs.push(
+            req("POST", "/ws/Orders")
+                .header("SOAPAction", &format!("\"urn:orders/{a}\""))
+                .req_body("text/xml", b"<Envelope/>"),
+        );
+    }
+    let cfg = InferenceConfig::default();
+    let docs = openapi::emit(&observe_all(&cfg, &xs), &cfg);
+    let doc: Value = serde_json::from_str(&docs[0].to_json()).expect("json");
+    let op = doc["paths"]
+        .as_object()
+        .and_then(|p| p.values().next())
+        .map(|p| p["post"].clone())
+        .expect("operation");
+    let p = op["parameters"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["name"] == "SOAPAction"))
+        .expect("SOAPAction parameter");
+    assert_eq!(p["in"], "header");
+    assert_eq!(p["required"], true);
+    assert_eq!(p["x-stoa-actions"]["urn:orders/GetOrder"], 1);
+}
