@@ -16,7 +16,7 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 missing=()
 for pair in tshark:tshark tcpdump:tcpdump editcap:wireshark-common \
             pkg-config:pkg-config ethtool:ethtool ip:iproute2 tc:iproute2 \
-            nft:nftables iptables:iptables curl:curl chromium:chromium; do
+            nft:nftables iptables:iptables ipset:ipset curl:curl chromium:chromium; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
 done
 dpkg -s libpcap-dev >/dev/null 2>&1 || missing+=(libpcap-dev)

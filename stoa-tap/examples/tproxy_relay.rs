@@ -17,7 +17,7 @@ use std::time::Duration;
 use stoa_tap::flow::CloseReason;
 use stoa_tap::http1::{Connection, Http1Config, Http1Stats};
 use stoa_tap::source::tproxy::rules::{self, RuleSpec};
-use stoa_tap::source::tproxy::{self, TapReceiver, TproxyConfig};
+use stoa_tap::source::tproxy::{self, GuardBackend, GuardSettings, TapReceiver, TproxyConfig};
 use stoa_tap::source::TapEvent;
 
 #[derive(Debug, Parser)]
@@ -67,6 +67,13 @@ struct Args {
     /// Body size of the `--serve` response.
     #[arg(long, default_value_t = 1024)]
     serve_body: usize,
+    /// Run the diversion guard for rules installed with it (`nft` or
+    /// `iptables`); also makes `--print-rules` print the guarded rules.
+    #[arg(long)]
+    guard: Option<String>,
+    /// Gateway port kept in the guard set.
+    #[arg(long, default_value_t = 5555)]
+    guard_port: u16,
 }
 
 /// `--serve`: answers every request head (`\r\n\r\n`) with the same response.
@@ -230,6 +237,7 @@ fn main() {
         let spec = RuleSpec {
             iface: Some(args.rules_iface.clone()),
             ipv6: true,
+            guard: args.guard.is_some(),
             ..RuleSpec::default()
         };
         print!("{}", rules::nft_install(&spec));
@@ -247,6 +255,18 @@ fn main() {
         worker_threads: args.workers,
         idle_timeout: (args.idle_timeout_ms > 0)
             .then(|| Duration::from_millis(args.idle_timeout_ms)),
+        guard: match args.guard.as_deref() {
+            None => None,
+            Some("nft") => Some(GuardSettings::new(GuardBackend::Nft, vec![args.guard_port])),
+            Some("iptables") => Some(GuardSettings::new(
+                GuardBackend::Iptables,
+                vec![args.guard_port],
+            )),
+            Some(other) => {
+                eprintln!("tproxy_relay: --guard {other}: use nft or iptables");
+                std::process::exit(2);
+            }
+        },
         ..TproxyConfig::default()
     };
     let mut relay = match tproxy::start(cfg, tx) {

@@ -57,6 +57,11 @@ pub struct TproxyRulesArgs {
     /// Netfilter front-end.
     #[arg(long, value_enum, default_value_t = RulesBackend::Nft)]
     pub backend: RulesBackend,
+    /// Divert for as long as the rules are installed, instead of only while
+    /// the relay keeps the guard set filled (not recommended: a hung relay
+    /// then blocks new connections to the gateway).
+    #[arg(long)]
+    pub no_guard: bool,
 }
 
 fn parse_mark(s: &str) -> Result<u32, String> {
@@ -77,6 +82,7 @@ impl TproxyRulesArgs {
             upstream_mark: self.upstream_mark,
             ipv6: self.ipv6,
             route_table: self.table,
+            guard: !self.no_guard,
         }
     }
 }

@@ -76,6 +76,14 @@ pub enum SourceConfig {
         /// it are skipped (counted, reported as gaps).
         #[serde(default = "default_tap_queue_mb")]
         tap_queue_mb: usize,
+        /// Diversion guard: the set the rules consult, refreshed while the
+        /// relay is healthy (`nft`, `iptables` for the ipset, `off` for rules
+        /// installed with `--no-guard`). See packaging/tproxy.md.
+        #[serde(default = "default_guard")]
+        guard: TproxyGuard,
+        /// How long diversion outlives the relay's last refresh, ms.
+        #[serde(default = "default_guard_timeout_ms")]
+        guard_timeout_ms: u64,
     },
     /// The eBPF probe on the gateway's own interface (TC/TCX, read-only).
     /// Needs a build with the `ebpf` feature and CAP_BPF, CAP_NET_ADMIN and
@@ -117,6 +125,24 @@ fn default_relay_idle_timeout_s() -> u64 {
 }
 fn default_tap_queue_mb() -> usize {
     crate::source::tproxy::DEFAULT_TAP_QUEUE_MB
+}
+fn default_guard() -> TproxyGuard {
+    TproxyGuard::Nft
+}
+fn default_guard_timeout_ms() -> u64 {
+    2000
+}
+
+/// Which diversion guard set the TPROXY source refreshes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TproxyGuard {
+    /// nft set `inet stoa_tap alive` (`tproxy-rules install`, default backend).
+    Nft,
+    /// ipset `stoa_tap_alive` (`tproxy-rules install --backend iptables`).
+    Iptables,
+    /// No guard (rules installed with `--no-guard`).
+    Off,
 }
 
 /// The admin server.
@@ -394,6 +420,14 @@ impl RunConfig {
                     return Err(invalid(
                         &format!("sources[{i}].ring_mb"),
                         "between 1 and 1024",
+                    ));
+                }
+                SourceConfig::Tproxy {
+                    guard_timeout_ms, ..
+                } if !(1000..=60_000).contains(guard_timeout_ms) => {
+                    return Err(invalid(
+                        &format!("sources[{i}].guard_timeout_ms"),
+                        "between 1000 and 60000",
                     ));
                 }
                 SourceConfig::Tproxy { tap_queue_mb, .. } if !(1..=4096).contains(tap_queue_mb) => {

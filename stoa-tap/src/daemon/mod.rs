@@ -12,6 +12,7 @@
 //! slow down).
 
 pub mod config;
+pub mod notify;
 pub mod persist;
 mod state;
 
@@ -546,6 +547,31 @@ pub fn run_until_signal(
         .map_err(|e| DaemonError::Admin(format!("signals: {e}")))?;
     let mut daemon = Daemon::start(cfg)?;
     tracing::info!("running");
+    let notifier = notify::Notifier::from_env().map(Arc::new);
+    if let Some(n) = &notifier {
+        n.send("READY=1");
+        if let Some(period) = notify::watchdog_period() {
+            let (n, shared) = (n.clone(), daemon.shared().clone());
+            let spawned = std::thread::Builder::new()
+                .name("stoa-watchdog".into())
+                .spawn(move || {
+                    let mut last = Vec::new();
+                    loop {
+                        std::thread::sleep(period);
+                        if notify::all_advanced(&mut last, &shared.heartbeats()) {
+                            n.send("WATCHDOG=1");
+                        } else {
+                            tracing::error!(
+                                "a relay loop stopped ticking; withholding the watchdog keep-alive"
+                            );
+                        }
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "cannot start the watchdog thread");
+            }
+        }
+    }
     for sig in signals.forever() {
         match sig {
             SIGHUP => match reload() {
@@ -563,6 +589,9 @@ pub fn run_until_signal(
                 break;
             }
         }
+    }
+    if let Some(n) = &notifier {
+        n.send("STOPPING=1");
     }
     daemon.shutdown();
     Ok(())

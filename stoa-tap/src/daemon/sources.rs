@@ -70,6 +70,8 @@ pub(super) fn start(
             upstream_mark,
             idle_timeout_s,
             tap_queue_mb,
+            guard,
+            guard_timeout_ms,
         } => {
             let listen = listen.parse().map_err(|_| DaemonError::Source {
                 index,
@@ -81,6 +83,7 @@ pub(super) fn start(
                 spoof_client: *spoof_client,
                 upstream_mark: *upstream_mark,
                 idle_timeout: (*idle_timeout_s > 0).then(|| Duration::from_secs(*idle_timeout_s)),
+                guard: guard_settings(*guard, &cfg.ports, *guard_timeout_ms),
                 ..TproxyConfig::default()
             };
             let (tx, rx) = tproxy::channel(SOURCE_QUEUE * 16, tap_queue_mb.saturating_mul(1 << 20));
@@ -93,6 +96,15 @@ pub(super) fn start(
             let (w, s) = (workers.to_vec(), shared.clone());
             dispatchers.push(std::thread::spawn(move || dispatch_events(rx, w, s)));
             let handle: Arc<Mutex<Option<RelayHandle>>> = Arc::new(Mutex::new(Some(handle)));
+            let beat = handle.clone();
+            shared.add_heartbeat(Box::new(move || {
+                // A stopped relay counts as ticking: only a live, stuck one
+                // withholds the watchdog.
+                beat.lock()
+                    .ok()
+                    .and_then(|h| h.as_ref().map(|h| h.stats().guard_ticks))
+                    .unwrap_or(u64::MAX)
+            }));
             let reader = handle.clone();
             shared.add_source_metrics(Box::new(move |m: &mut MetricsText| {
                 if let Ok(h) = reader.lock() {
@@ -161,10 +173,28 @@ pub(super) fn start(
     }
 }
 
+/// The relay's guard for the configured gateway ports.
+fn guard_settings(
+    mode: super::config::TproxyGuard,
+    ports: &[u16],
+    timeout_ms: u64,
+) -> Option<tproxy::GuardSettings> {
+    use super::config::TproxyGuard;
+    let backend = match mode {
+        TproxyGuard::Nft => tproxy::GuardBackend::Nft,
+        TproxyGuard::Iptables => tproxy::GuardBackend::Iptables,
+        TproxyGuard::Off => return None,
+    };
+    let mut g = tproxy::GuardSettings::new(backend, ports.to_vec());
+    g.timeout = Duration::from_millis(timeout_ms);
+    g.interval = (g.timeout / 8).max(Duration::from_millis(100));
+    Some(g)
+}
+
 /// Relay counters: `stoa_tap_tproxy_<field>_total`, and the
 /// `connections_active` gauge.
 fn tproxy_metrics(m: &mut MetricsText, s: &TproxyStats) {
-    m.stats("tproxy", s, &["connections_active"]);
+    m.stats("tproxy", s, &["connections_active", "guard_diverting"]);
 }
 
 /// Per-interface capture counters, kernel drops included.

@@ -28,6 +28,9 @@ struct WorkerSnapshot {
 /// Stats of a running source, rendered into /metrics on demand.
 pub type SourceMetrics = Box<dyn Fn(&mut MetricsText) + Send + Sync>;
 
+/// A loop's tick counter, for the service watchdog.
+pub type Heartbeat = Box<dyn Fn() -> u64 + Send + Sync>;
+
 /// Everything the threads share. Workers only touch it once a second.
 pub struct Shared {
     cfg: RunConfig,
@@ -37,6 +40,7 @@ pub struct Shared {
     drops: Mutex<BTreeMap<&'static str, u64>>,
     exchange_drops: Mutex<BTreeMap<&'static str, u64>>,
     sources: Mutex<Vec<SourceMetrics>>,
+    heartbeats: Mutex<Vec<Heartbeat>>,
     ready: AtomicBool,
     started: Instant,
     files_running: AtomicU64,
@@ -63,6 +67,7 @@ impl Shared {
             drops: Mutex::default(),
             exchange_drops: Mutex::default(),
             sources: Mutex::default(),
+            heartbeats: Mutex::default(),
             ready: AtomicBool::new(false),
             started: Instant::now(),
             files_running: AtomicU64::new(0),
@@ -108,6 +113,21 @@ impl Shared {
         if let Ok(mut s) = self.sources.lock() {
             s.push(f);
         }
+    }
+
+    /// Registers a loop whose ticks the service watchdog requires.
+    pub fn add_heartbeat(&self, f: Heartbeat) {
+        if let Ok(mut h) = self.heartbeats.lock() {
+            h.push(f);
+        }
+    }
+
+    /// Current tick counts of the registered loops.
+    pub fn heartbeats(&self) -> Vec<u64> {
+        self.heartbeats
+            .lock()
+            .map(|h| h.iter().map(|f| f()).collect())
+            .unwrap_or_default()
     }
 
     pub(super) fn source_error(&self, e: String) {

@@ -30,12 +30,14 @@
 //! The netfilter rules that feed the relay are described in
 //! `packaging/tproxy.md` and installed by `stoa-tap tproxy-rules`.
 
+pub mod guard;
 mod queue;
 mod relay;
 pub mod rules;
 mod sock;
 mod tap;
 
+pub use guard::{GuardBackend, GuardSettings};
 pub use queue::{channel, Disconnected, Refused, TapReceiver, TapSender};
 
 use serde::Serialize;
@@ -88,6 +90,10 @@ pub struct TproxyConfig {
     /// A connection with no bytes read either way for this long is closed
     /// both ways; `None` never closes idle connections.
     pub idle_timeout: Option<Duration>,
+    /// The diversion guard (see [`guard`]): keeps the rules' set element
+    /// alive while the relay is healthy. `None`: the rules divert for as long
+    /// as they are installed (rules installed without the guard set).
+    pub guard: Option<GuardSettings>,
 }
 
 impl Default for TproxyConfig {
@@ -104,6 +110,7 @@ impl Default for TproxyConfig {
             shutdown_timeout: Duration::from_secs(5),
             control_retry: Duration::from_secs(1),
             idle_timeout: Some(Duration::from_secs(DEFAULT_IDLE_TIMEOUT_S)),
+            guard: None,
         }
     }
 }
@@ -169,6 +176,22 @@ pub struct TproxyStats {
     /// Final control events (`End`, `Close`) that could not be queued even
     /// after the retries.
     pub tap_control_lost: u64,
+    /// Ticks of the relay runtime's keep-alive task (the guard, or a plain
+    /// ticker without it): stops advancing when the runtime is stuck.
+    pub guard_ticks: u64,
+    /// Refreshes of the diversion set element.
+    pub guard_refreshes: u64,
+    /// 1 while the guard keeps diversion on, 0 while new connections bypass
+    /// the relay (or no guard).
+    pub guard_diverting: u64,
+    /// Times diversion was withdrawn because the runtime was saturated.
+    pub guard_bypass_lag: u64,
+    /// ... because accepting had stalled with connections waiting.
+    pub guard_bypass_stalled: u64,
+    /// ... because every connection slot was taken.
+    pub guard_bypass_full: u64,
+    /// Errors of the set refresher (rules not installed, tool missing...).
+    pub guard_errors: u64,
 }
 
 /// Live counters shared by the relay's tasks.
@@ -191,6 +214,13 @@ pub(crate) struct Counters {
     pub untapped_connections: AtomicU64,
     pub untapped_bytes: AtomicU64,
     pub tap_control_lost: AtomicU64,
+    pub guard_ticks: AtomicU64,
+    pub guard_refreshes: AtomicU64,
+    pub guard_diverting: AtomicU64,
+    pub guard_bypass_lag: AtomicU64,
+    pub guard_bypass_stalled: AtomicU64,
+    pub guard_bypass_full: AtomicU64,
+    pub guard_errors: AtomicU64,
 }
 
 impl Counters {
@@ -218,6 +248,13 @@ impl Counters {
             untapped_connections: g(&self.untapped_connections),
             untapped_bytes: g(&self.untapped_bytes),
             tap_control_lost: g(&self.tap_control_lost),
+            guard_ticks: g(&self.guard_ticks),
+            guard_refreshes: g(&self.guard_refreshes),
+            guard_diverting: g(&self.guard_diverting),
+            guard_bypass_lag: g(&self.guard_bypass_lag),
+            guard_bypass_stalled: g(&self.guard_bypass_stalled),
+            guard_bypass_full: g(&self.guard_bypass_full),
+            guard_errors: g(&self.guard_errors),
         }
     }
 }
@@ -228,6 +265,7 @@ pub struct RelayHandle {
     local_addr: SocketAddr,
     counters: Arc<Counters>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
+    guard_stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -246,6 +284,17 @@ impl RelayHandle {
     /// `shutdown_timeout`, closes the rest, and returns when the relay's
     /// runtime is gone (every tap sender is then dropped).
     pub fn shutdown(&mut self) {
+        // Diversion off first: new connections go straight to the gateway
+        // while the live ones drain.
+        if let Some(g) = self.guard_stop.take() {
+            let _ = g.send(());
+            let t0 = std::time::Instant::now();
+            while self.counters.guard_diverting.load(Ordering::Relaxed) != 0
+                && t0.elapsed() < Duration::from_millis(500)
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -291,6 +340,39 @@ pub fn start(cfg: TproxyConfig, tap: TapSender) -> Result<RelayHandle, TproxyErr
         .map_err(TproxyError::Runtime)?;
     let counters = Arc::new(Counters::default());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+    let (guard_tx, guard_rx) = tokio::sync::oneshot::channel();
+    // The keep-alive runs on the relay's runtime: when that runtime is stuck,
+    // the set element expires and the watchdog stops being fed.
+    match &cfg.guard {
+        Some(g) => {
+            let watch = listener.try_clone().map_err(|source| TproxyError::Socket {
+                addr: cfg.listen,
+                what: "dup",
+                source,
+            })?;
+            match guard::arm_once(g) {
+                Ok(()) => {
+                    counters.guard_diverting.store(1, Ordering::Relaxed);
+                    Counters::add(&counters.guard_refreshes, 1);
+                }
+                Err(e) => {
+                    Counters::add(&counters.guard_errors, 1);
+                    tracing::warn!(error = %e, "tproxy guard: cannot arm the diversion set \
+                        (are the rules installed?); new connections bypass the relay until it can");
+                }
+            }
+            rt.spawn(guard::run(
+                g.clone(),
+                watch,
+                cfg.max_connections,
+                counters.clone(),
+                guard_rx,
+            ));
+        }
+        None => {
+            rt.spawn(guard::ticker(counters.clone(), guard_rx));
+        }
+    }
     let c = counters.clone();
     let thread = std::thread::Builder::new()
         .name("stoa-tproxy-main".into())
@@ -307,6 +389,7 @@ pub fn start(cfg: TproxyConfig, tap: TapSender) -> Result<RelayHandle, TproxyErr
         local_addr,
         counters,
         stop: Some(stop_tx),
+        guard_stop: Some(guard_tx),
         thread: Some(thread),
     })
 }
@@ -335,6 +418,9 @@ fn validate(cfg: &TproxyConfig) -> Result<(), TproxyError> {
         || u32::try_from(cfg.max_connections).is_err()
     {
         return Err(TproxyError::Config("max_connections is too large".into()));
+    }
+    if let Some(g) = &cfg.guard {
+        g.validate().map_err(TproxyError::Config)?;
     }
     if cfg.idle_timeout.is_some_and(|d| d.is_zero()) {
         return Err(TproxyError::Config(

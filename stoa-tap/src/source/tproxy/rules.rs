@@ -10,7 +10,11 @@
 //!    spoofed upstream connections' replies) get the divert mark, so policy
 //!    routing delivers them locally;
 //! 3. new TCP connections to the gateway port are handed to the listener
-//!    with `tproxy` and get the divert mark.
+//!    with `tproxy` and get the divert mark, but only while the port is in
+//!    the guard set (`inet stoa_tap alive`, or the ipset `stoa_tap_alive`),
+//!    which the relay keeps filled while it is alive and accepting (see
+//!    [`super::guard`]). Without the element the rule does not match and
+//!    the connection goes to the gateway as if no rule existed.
 //!
 //! The divert mark sends them to a routing table whose only route is
 //! `local 0.0.0.0/0 dev lo` (and `local ::/0`).
@@ -42,6 +46,9 @@ pub struct RuleSpec {
     pub ipv6: bool,
     /// Routing table for the divert mark.
     pub route_table: u32,
+    /// Divert only while the relay refreshes the guard set (the default);
+    /// `false` diverts for as long as the rules are installed.
+    pub guard: bool,
 }
 
 impl Default for RuleSpec {
@@ -54,6 +61,7 @@ impl Default for RuleSpec {
             upstream_mark: 0x2,
             ipv6: false,
             route_table: 100,
+            guard: true,
         }
     }
 }
@@ -106,6 +114,16 @@ pub fn nft_install(spec: &RuleSpec) -> String {
     let _ = writeln!(s, "table inet {NFT_TABLE}");
     let _ = writeln!(s, "delete table inet {NFT_TABLE}");
     let _ = writeln!(s, "table inet {NFT_TABLE} {{");
+    let alive = if spec.guard {
+        let g = super::guard::NFT_SET;
+        let _ = writeln!(
+            s,
+            "\tset {g} {{ type inet_service; flags timeout; timeout 2s; comment \"ports diverted while the relay is alive\"; }}"
+        );
+        format!("tcp dport @{g} ")
+    } else {
+        String::new()
+    };
     let _ = writeln!(s, "\tchain prerouting {{");
     let _ = writeln!(
         s,
@@ -123,13 +141,13 @@ pub fn nft_install(spec: &RuleSpec) -> String {
     );
     let _ = writeln!(
         s,
-        "\t\t{iif}meta nfproto ipv4 tcp dport {} tproxy ip to :{} meta mark set {m:#x} accept",
+        "\t\t{iif}meta nfproto ipv4 tcp dport {} {alive}tproxy ip to :{} meta mark set {m:#x} accept",
         spec.port, spec.listen_port
     );
     if spec.ipv6 {
         let _ = writeln!(
             s,
-            "\t\t{iif}meta nfproto ipv6 tcp dport {} tproxy ip6 to :{} meta mark set {m:#x} accept",
+            "\t\t{iif}meta nfproto ipv6 tcp dport {} {alive}tproxy ip6 to :{} meta mark set {m:#x} accept",
             spec.port, spec.listen_port
         );
     }
@@ -167,6 +185,17 @@ pub fn iptables_install(spec: &RuleSpec) -> Vec<Vec<String>> {
         None => String::new(),
     };
     let mut out = Vec::new();
+    let set = super::guard::IPSET;
+    let matcher = if spec.guard {
+        // One port bitmap serves iptables and ip6tables.
+        out.push(argv(
+            "ipset",
+            &format!("create {set} bitmap:port range 0-65535 timeout 2 -exist"),
+        ));
+        format!("-m set --match-set {set} dst ")
+    } else {
+        String::new()
+    };
     for p in ipt_progs(spec) {
         let mut c = |a: String| out.push(argv(p, &a));
         c(format!("-t mangle -N {IPT_CHAIN}"));
@@ -184,7 +213,7 @@ pub fn iptables_install(spec: &RuleSpec) -> Vec<Vec<String>> {
             "-t mangle -A {IPT_CHAIN} -p tcp -m socket --transparent -j {IPT_DIVERT_CHAIN}"
         ));
         c(format!(
-            "-t mangle -A {IPT_CHAIN} {iif}-p tcp --dport {} -j TPROXY --on-port {} --tproxy-mark {m:#x}",
+            "-t mangle -A {IPT_CHAIN} {iif}-p tcp --dport {} {matcher}-j TPROXY --on-port {} --tproxy-mark {m:#x}",
             spec.port, spec.listen_port
         ));
         c(format!("-t mangle -A PREROUTING -j {IPT_CHAIN}"));
@@ -205,6 +234,9 @@ pub fn iptables_remove(spec: &RuleSpec) -> Vec<Vec<String>> {
         ] {
             out.push(argv(p, &a));
         }
+    }
+    if spec.guard {
+        out.push(argv("ipset", &format!("destroy {}", super::guard::IPSET)));
     }
     out
 }
@@ -278,16 +310,22 @@ mod tests {
         assert!(s.contains("meta mark & 0x2 == 0x2 return"));
         assert!(s.contains("meta l4proto tcp socket transparent 1 meta mark set 0x1 accept"));
         assert!(s.contains(
-            "iifname \"t0\" meta nfproto ipv4 tcp dport 5555 tproxy ip to :15001 meta mark set 0x1 accept"
+            "iifname \"t0\" meta nfproto ipv4 tcp dport 5555 tcp dport @alive tproxy ip to :15001 meta mark set 0x1 accept"
         ));
         assert!(s.contains(
-            "iifname \"t0\" meta nfproto ipv6 tcp dport 5555 tproxy ip6 to :15001 meta mark set 0x1 accept"
+            "iifname \"t0\" meta nfproto ipv6 tcp dport 5555 tcp dport @alive tproxy ip6 to :15001 meta mark set 0x1 accept"
         ));
+        assert!(s.contains("set alive { type inet_service; flags timeout; timeout 2s;"));
+        let unguarded = nft_install(&RuleSpec {
+            guard: false,
+            ..spec()
+        });
+        assert!(!unguarded.contains("@alive") && !unguarded.contains("set alive"));
         // The exemption comes first.
         assert!(s.find("return").unwrap() < s.find("socket transparent").unwrap());
         let v4 = nft_install(&RuleSpec::default());
         assert!(!v4.contains("ip6"));
-        assert!(v4.contains("\t\tmeta nfproto ipv4 tcp dport 5555"));
+        assert!(v4.contains("\t\tmeta nfproto ipv4 tcp dport 5555 tcp dport @alive"));
     }
 
     #[test]
@@ -295,7 +333,7 @@ mod tests {
         let s = spec();
         let lines: Vec<String> = iptables_install(&s).iter().map(|c| shell_line(c)).collect();
         assert!(lines.contains(
-            &"iptables -t mangle -A STOA_TAP -i t0 -p tcp --dport 5555 -j TPROXY --on-port 15001 --tproxy-mark 0x1".to_string()
+            &"iptables -t mangle -A STOA_TAP -i t0 -p tcp --dport 5555 -m set --match-set stoa_tap_alive dst -j TPROXY --on-port 15001 --tproxy-mark 0x1".to_string()
         ));
         assert!(lines.contains(
             &"ip6tables -t mangle -A STOA_TAP -p tcp -m socket --transparent -j STOA_TAP_DIVERT"
@@ -314,7 +352,13 @@ mod tests {
         );
         let d: Vec<String> = routes_remove(&s).iter().map(|c| shell_line(c)).collect();
         assert_eq!(d[1], "ip route del local 0.0.0.0/0 dev lo table 100");
-        assert_eq!(iptables_remove(&s).len(), 10);
+        assert_eq!(
+            lines[0],
+            "ipset create stoa_tap_alive bitmap:port range 0-65535 timeout 2 -exist"
+        );
+        let rm = iptables_remove(&s);
+        assert_eq!(rm.len(), 11);
+        assert_eq!(shell_line(&rm[10]), "ipset destroy stoa_tap_alive");
     }
 
     #[test]
