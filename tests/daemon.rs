@@ -435,3 +435,46 @@ fn ebpf_source_check_says_whether_this_build_has_the_probe() {
         assert!(stderr.contains("--features ebpf"), "{stderr}");
     }
 }
+
+/// The shipped unit and the TPROXY drop-in pass `systemd-analyze verify`
+/// (with the built binary in place of /usr/bin/stoa-tap), with no warning.
+#[test]
+fn systemd_unit_and_tproxy_dropin_verify() {
+    let have = Command::new("sh")
+        .args(["-c", "command -v systemd-analyze"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !have {
+        eprintln!("systemd-analyze not installed: unit verification skipped");
+        return;
+    }
+    let pkg = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging");
+    let dir = support::temp_dir("unit-verify");
+    let dropins = dir.path().join("stoa-tap.service.d");
+    std::fs::create_dir_all(&dropins).expect("drop-in dir");
+    for (from, to) in [
+        (
+            pkg.join("stoa-tap.service"),
+            dir.path().join("stoa-tap.service"),
+        ),
+        (
+            pkg.join("stoa-tap-tproxy.conf"),
+            dropins.join("tproxy.conf"),
+        ),
+    ] {
+        let text = std::fs::read_to_string(&from).expect("unit file");
+        std::fs::write(&to, text.replace("/usr/bin/stoa-tap", bin())).expect("write unit");
+    }
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg("stoa-tap.service")
+        .current_dir(dir.path())
+        .env("SYSTEMD_UNIT_PATH", format!("{}:", dir.path().display()))
+        .output()
+        .expect("run systemd-analyze");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "systemd-analyze verify failed: {err}");
+    let ours: Vec<&str> = err.lines().filter(|l| l.contains("stoa-tap")).collect();
+    assert!(ours.is_empty(), "warnings about the unit: {ours:?}");
+}

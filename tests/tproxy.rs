@@ -793,3 +793,48 @@ fn a_killed_or_stopped_tap_fails_open_nft() {
 fn a_killed_or_stopped_tap_fails_open_iptables() {
     fails_open(Backend::Iptables);
 }
+
+/// Overload: with every connection slot taken, new connections bypass the
+/// relay (answered by the gateway directly, counted), and diversion comes back
+/// once slots free up.
+#[test]
+fn a_saturated_relay_is_bypassed_not_queued() {
+    if !netns_allowed() {
+        return;
+    }
+    let mut t = Topo::up();
+    t.install_rules(Backend::Nft);
+    t.start_server();
+    t.start_relay(&["--max-connections", "3", "--quiet"]);
+    // Three idle connections through the relay take every slot.
+    let hold = format!(
+        "import socket,sys,time\n\
+         s=[socket.create_connection(('{GATEWAY_V4}',5555)) for _ in range(3)]\n\
+         print('held',flush=True)\n\
+         sys.stdin.read()\n"
+    );
+    let mut holder = t
+        .in_ns('c', &["python3", "-c", &hold])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("holder");
+    let mut line = String::new();
+    BufReader::new(holder.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("holder output");
+    assert_eq!(line.trim(), "held");
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    let p = t.probe("full", 1.0);
+    assert!(
+        p.iter().all(|x| x.1 && x.2 == Some(false)),
+        "with every slot taken, new connections must go straight to the gateway: {p:?}"
+    );
+    // Free the slots: diversion comes back by itself.
+    drop(holder.stdin.take());
+    let _ = holder.wait();
+    let back = t.wait_relayed("freed", 5.0);
+    println!("slots freed -> relayed again after {back:.2} s");
+    let (_, stats) = t.stop_relay();
+    assert!(stat(&stats, "guard_bypass_full") >= 1, "{stats}");
+}

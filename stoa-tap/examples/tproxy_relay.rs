@@ -74,6 +74,9 @@ struct Args {
     /// Gateway port kept in the guard set.
     #[arg(long, default_value_t = 5555)]
     guard_port: u16,
+    /// Most connections relayed at once.
+    #[arg(long, default_value_t = 10_000)]
+    max_connections: usize,
 }
 
 /// `--serve`: answers every request head (`\r\n\r\n`) with the same response.
@@ -255,6 +258,7 @@ fn main() {
         worker_threads: args.workers,
         idle_timeout: (args.idle_timeout_ms > 0)
             .then(|| Duration::from_millis(args.idle_timeout_ms)),
+        max_connections: args.max_connections,
         guard: match args.guard.as_deref() {
             None => None,
             Some("nft") => Some(GuardSettings::new(GuardBackend::Nft, vec![args.guard_port])),
