@@ -120,6 +120,12 @@ impl OperationModel {
     pub fn latency_histogram(&self) -> &crate::stats::Histogram {
         &self.obs.latency_ns
     }
+
+    /// Requests per second bucket (the bucket widens on long spans), for
+    /// timelines.
+    pub fn rate_series(&self) -> &crate::stats::RateSeries {
+        &self.obs.per_second
+    }
 }
 
 /// Traffic that matched no endpoint.

@@ -16,3 +16,4 @@ pub mod server;
 pub mod source;
 pub mod summary;
 pub mod tcp;
+pub mod view;

@@ -344,7 +344,8 @@ fn report(
         summary.to_table()
     };
     if let Some(l) = learner {
-        if let Err(code) = l.write_outputs(&args.contracts) {
+        let summary_json = || serde_json::to_value(&summary).unwrap_or_default();
+        if let Err(code) = l.write_outputs(&args.contracts, summary_json) {
             return code;
         }
         if !args.json {

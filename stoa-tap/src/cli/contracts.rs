@@ -13,6 +13,11 @@ pub struct ContractArgs {
     /// openapi/<api>.{yaml,json}, uac/<api>.json, observations.json.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// Write a self-contained HTML report here (summary and health,
+    /// operations, latency histograms, statuses, timeline, security schemes,
+    /// contracts): viewable offline, no network access.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
     #[command(flatten)]
     pub inference: InferenceArgs,
 }
@@ -64,7 +69,7 @@ pub struct Learner {
 impl ContractArgs {
     /// A learner when `--out` was given.
     pub fn learner(&self) -> Result<Option<Learner>, i32> {
-        if self.out.is_none() {
+        if self.out.is_none() && self.report.is_none() {
             return Ok(None);
         }
         let cfg = self.inference.config()?;
@@ -86,12 +91,21 @@ impl Learner {
         contracts::summary::endpoint_table(&self.obs)
     }
 
-    /// Writes every document into `--out`.
-    pub fn write_outputs(&self, args: &ContractArgs) -> Result<(), i32> {
-        match &args.out {
-            Some(dir) => write_documents(dir, &self.obs, &self.cfg),
-            None => Ok(()),
+    /// Writes every document into `--out`, and the `--report` page with the
+    /// capture summary given.
+    pub fn write_outputs(
+        &self,
+        args: &ContractArgs,
+        summary: impl FnOnce() -> serde_json::Value,
+    ) -> Result<(), i32> {
+        if let Some(dir) = &args.out {
+            write_documents(dir, &self.obs, &self.cfg)?;
         }
+        if let Some(path) = &args.report {
+            let view = stoa_tap::view::build(summary(), &self.obs, &self.cfg);
+            write_file(path, &stoa_tap::view::report_html(&view))?;
+        }
+        Ok(())
     }
 }
 

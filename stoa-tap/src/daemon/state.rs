@@ -540,6 +540,13 @@ impl AdminState for Shared {
         };
         match path.trim_end_matches('/') {
             "summary" => Some(json(self.summary())),
+            "view" => {
+                let (obs, infer) = match (self.obs.read(), self.infer.read()) {
+                    (Ok(o), Ok(i)) => (o.clone(), i.clone()),
+                    _ => return None,
+                };
+                Some(json(crate::view::build(self.summary(), &obs, &infer)))
+            }
             "operations" | "endpoints" => Some(json(self.operations())),
             other => self.document(other),
         }

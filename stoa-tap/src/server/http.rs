@@ -417,6 +417,23 @@ fn route(shared: &Shared, req: &Request) -> Response {
             .header("X-Frame-Options", "DENY")
             .header("Referrer-Policy", "no-referrer"),
         "/metrics" => Response::new(200, crate::metrics::CONTENT_TYPE, state.metrics()),
+        "/report.html" => {
+            // The page with the current data embedded: a file to keep.
+            let view = state
+                .api("view")
+                .filter(|r| r.status == 200)
+                .and_then(|r| serde_json::from_slice::<serde_json::Value>(&r.body).ok());
+            match view {
+                Some(v) => Response::new(200, HTML, crate::view::report_html(&v).into_bytes())
+                    .header(
+                        "Content-Disposition",
+                        "attachment; filename=\"stoa-tap-report.html\"",
+                    )
+                    .header("X-Frame-Options", "DENY")
+                    .header("Referrer-Policy", "no-referrer"),
+                None => Response::text(503, "no data yet"),
+            }
+        }
         _ => {
             let api = if path == "/api/v1" {
                 Some("")
