@@ -35,6 +35,9 @@ fn analyze(args: &[&str]) -> Output {
 struct View {
     method: String,
     target: String,
+    /// The target as sent (the expected files give it where it differs from
+    /// the normalised `target`).
+    raw_target: String,
     status: Option<u64>,
     request_body_len: u64,
     response_body_len: Option<u64>,
@@ -58,9 +61,13 @@ fn expected_views(path: &Path) -> Vec<View> {
             anomalies.insert("unanswered".into());
         }
         let status = v["status"].as_u64();
+        let target = v["target"].as_str().unwrap_or_default().to_string();
         out.push(View {
             method: v["method"].as_str().unwrap_or_default().to_string(),
-            target: v["target"].as_str().unwrap_or_default().to_string(),
+            raw_target: v["raw_target"]
+                .as_str()
+                .map_or_else(|| target.clone(), String::from),
+            target,
             status,
             request_body_len: v["request_body_len"].as_u64().unwrap_or(0),
             response_body_len: status.map(|_| v["response_body_len"].as_u64().unwrap_or(0)),
@@ -84,15 +91,20 @@ fn actual_views(jsonl: &str) -> Vec<View> {
                         .collect()
                 })
                 .unwrap_or_default();
+            let target = v["request"]["target"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
             View {
                 method: v["request"]["method"]
                     .as_str()
                     .unwrap_or_default()
                     .to_string(),
-                target: v["request"]["target"]
+                raw_target: v["request"]["raw_target"]
                     .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
+                    .filter(|r| !r.is_empty())
+                    .map_or_else(|| target.clone(), String::from),
+                target,
                 status: v["response"]["status"].as_u64(),
                 request_body_len: v["request"]["body"]["decoded_len"].as_u64().unwrap_or(0),
                 response_body_len: v["response"]["body"]["decoded_len"].as_u64(),
@@ -170,6 +182,18 @@ fn every_fixture_gives_its_expected_exchanges() {
                     pcap.display(),
                     got["parse_errors"]
                 ));
+            }
+            // Exact values of HTTP counters (`counters.http.NAME` in the summary).
+            if let Some(http) = want["http"].as_object() {
+                for (name, n) in http {
+                    let have = &got["counters"]["http"][name];
+                    if have != n {
+                        failures.push(format!(
+                            "{}: counter http.{name} is {have}, expected {n}",
+                            pcap.display()
+                        ));
+                    }
+                }
             }
             if let Some(n) = want["exchanges"].as_u64() {
                 if got["exchanges"].as_u64() != Some(n) {

@@ -28,7 +28,8 @@ use std::collections::VecDeque;
 
 use crate::flow::{CloseReason, Direction, EndKind};
 use body::{BodyAcc, ChunkLimits, ChunkStep, Chunked};
-use contracts::{Anomalies, Body, Request, Response, Timing};
+use compact_str::CompactString;
+use contracts::{Anomalies, Body, HttpVersion, Request, Response, Timing};
 /// The types of the interface, re-exported for callers that do not depend on `contracts`.
 pub use contracts::{Exchange, FlowId};
 use parse::{Head, Kind, Outcome, ParseError, ReqHead, RespHead};
@@ -95,8 +96,31 @@ pub struct Http1Stats {
     pub pending_overflow: u64,
     /// Connections that switched protocols (101, 2xx to CONNECT).
     pub upgrades: u64,
-    /// Bytes not parsed because the connection switched protocols.
+    /// Bytes not parsed because the connection switched protocols (tunnel
+    /// bytes included).
     pub upgraded_bytes_ignored: u64,
+    /// CONNECT requests the server accepted (2xx): tunnels opened.
+    pub tunnels: u64,
+    /// Tunnel bytes from the client after the server accepted a CONNECT.
+    pub tunnel_bytes_client: u64,
+    /// Tunnel bytes from the server after its 2xx to a CONNECT.
+    pub tunnel_bytes_server: u64,
+    /// Client bytes sent after a CONNECT before its answer (optimistic tunnel
+    /// data such as a TLS ClientHello): counted, not parsed.
+    pub connect_early_bytes: u64,
+    /// HTTP/0.9 requests (a request line without a version).
+    pub http09_requests: u64,
+    /// HTTP/0.9 responses (a bare body delimited by the close, status 0).
+    pub http09_responses: u64,
+    /// Requests recorded from their request line alone (`malformed_request`).
+    pub malformed_requests: u64,
+    /// ...of which the head was over `max_header_bytes` (`head_too_large`).
+    pub head_too_large_requests: u64,
+    /// ...of which the server answered before the head was complete.
+    pub requests_answered_early: u64,
+    /// Responses paired with a request whose first byte the capture shows
+    /// later (the two directions captured slightly out of order).
+    pub reordered_pairs: u64,
     /// Messages with ambiguous framing (CL + TE, differing CLs, odd TE).
     pub ambiguous_framing: u64,
     /// Gap events.
@@ -186,6 +210,35 @@ const MAX_INTERIM: usize = 8;
 const EARLY_CHECK_BYTES: usize = 256;
 /// Buffers larger than this are released after use rather than kept.
 const KEEP_BUFFER_BYTES: usize = 8 * 1024;
+/// How much earlier than its request a response may be captured and still
+/// answer it. Reassembly orders the two directions by acknowledgment, so the
+/// order of the bytes is right; capture timestamps are not causal across
+/// directions (mirror ports, multi-queue NICs) within the reorder grace.
+const PAIRING_SLACK_NS: Ts = crate::tcp::REORDER_GRACE_NS;
+
+/// Why a request is recorded from its request line alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Loose {
+    /// The parser refused the head (syntax, missing target, too many fields).
+    Refused,
+    /// The head went over `max_header_bytes`.
+    TooLarge,
+    /// Bytes of the head are missing from the capture.
+    Gap,
+    /// The server answered before the head was complete.
+    AnsweredEarly,
+    /// The direction ended inside the head.
+    Ended,
+}
+
+/// What [`Connection::record_loose`] recorded.
+#[derive(Debug, Clone, Copy)]
+struct LooseRecord {
+    /// Length of the request line with its LF, when it was complete.
+    line_len: Option<usize>,
+    /// An HTTP/0.9 request (a valid message, not an error).
+    http09: bool,
+}
 
 /// How the body of the message in progress ends.
 #[derive(Debug)]
@@ -286,6 +339,12 @@ pub struct Connection {
     resp_desync: bool,
     /// An unanswered request was pushed out of a full queue.
     pairing_uncertain: bool,
+    /// A CONNECT waits for its answer: client bytes are not parsed meanwhile.
+    connect_waiting: bool,
+    /// Parsing stopped because a CONNECT tunnel opened (bytes are tunnel bytes).
+    tunnel: bool,
+    /// An HTTP/0.9 request was queued: responses may have no status line.
+    saw_http09: bool,
     closed: bool,
 }
 
@@ -300,6 +359,9 @@ impl Connection {
             req_desync: false,
             resp_desync: false,
             pairing_uncertain: false,
+            connect_waiting: false,
+            tunnel: false,
+            saw_http09: false,
             closed: false,
         }
     }
@@ -327,7 +389,6 @@ impl Connection {
         out: &mut Vec<Exchange>,
         stats: &mut Http1Stats,
     ) {
-        let _ = cfg;
         if len == 0 {
             return;
         }
@@ -338,6 +399,7 @@ impl Connection {
         enum Next {
             Nothing,
             Resync,
+            LooseThenResync,
             Complete { resync: bool },
         }
         let side = &mut self.sides[i];
@@ -347,6 +409,7 @@ impl Connection {
                 stats.upgraded_bytes_ignored = stats.upgraded_bytes_ignored.saturating_add(len);
                 Next::Nothing
             }
+            State::Idle if i == REQ && !side.hdr.is_empty() => Next::LooseThenResync,
             State::Resync => {
                 // The partial line before the gap cannot join what follows it.
                 stats.resync_skipped_bytes += side.carry.len() as u64;
@@ -399,6 +462,14 @@ impl Connection {
         match next {
             Next::Nothing => {}
             Next::Resync => self.gap_resync(i, stats),
+            Next::LooseThenResync => {
+                // The request line before the hole is on the wire: record it.
+                let buf = std::mem::take(&mut self.sides[REQ].hdr);
+                let first_ts = self.sides[REQ].hdr_ts;
+                self.record_loose(cfg, &buf, Loose::Gap, first_ts, ts, out, stats);
+                stats.resync_skipped_bytes += buf.len() as u64;
+                self.gap_resync(i, stats);
+            }
             Next::Complete { resync } => {
                 self.complete(i, ts, out, stats);
                 if resync {
@@ -418,13 +489,12 @@ impl Connection {
         out: &mut Vec<Exchange>,
         stats: &mut Http1Stats,
     ) {
-        let _ = (cfg, ts);
         if kind == EndKind::Rst {
             for p in self.queue.iter_mut() {
                 p.anomalies.reset = true;
             }
         }
-        self.end_side(dir.index(), EndMode::End, stats);
+        self.end_side(cfg, dir.index(), EndMode::End, ts, out, stats);
         self.try_emit(out, stats);
     }
 
@@ -437,13 +507,12 @@ impl Connection {
         out: &mut Vec<Exchange>,
         stats: &mut Http1Stats,
     ) {
-        let _ = (cfg, ts);
         if self.closed {
             return;
         }
         let confirmed = reason == CloseReason::Closed;
-        self.end_side(REQ, EndMode::Close { confirmed }, stats);
-        self.end_side(RESP, EndMode::Close { confirmed }, stats);
+        self.end_side(cfg, REQ, EndMode::Close { confirmed }, ts, out, stats);
+        self.end_side(cfg, RESP, EndMode::Close { confirmed }, ts, out, stats);
         self.flush(out, stats);
         self.closed = true;
         self.sides = [Side::default(), Side::default()];
@@ -487,7 +556,26 @@ impl Connection {
             pos = match self.sides[i].state {
                 State::Ended => return,
                 State::Stopped => {
-                    stats.upgraded_bytes_ignored += (data.len() - pos) as u64;
+                    let n = (data.len() - pos) as u64;
+                    stats.upgraded_bytes_ignored += n;
+                    if self.tunnel {
+                        if i == REQ {
+                            stats.tunnel_bytes_client += n;
+                        } else {
+                            stats.tunnel_bytes_server += n;
+                        }
+                    }
+                    return;
+                }
+                State::Idle
+                    if i == REQ
+                        && self.connect_waiting
+                        && self.sides[REQ].hdr.is_empty()
+                        && !data[pos].is_ascii_uppercase() =>
+                {
+                    // Optimistic tunnel data (a TLS ClientHello...) sent
+                    // before the proxy answered: not a request, not an error.
+                    stats.connect_early_bytes += (data.len() - pos) as u64;
                     return;
                 }
                 State::Idle => self.step_idle(cfg, i, data, pos, ts, out, stats),
@@ -518,6 +606,11 @@ impl Connection {
                 return pos;
             }
             let rest = &data[pos..];
+            if i == RESP {
+                if let Some(end) = self.before_response(cfg, rest, ts, out, stats) {
+                    return pos + end;
+                }
+            }
             match parse::parse_head(kind, rest, cfg) {
                 Outcome::Complete(head, n) => {
                     let res = if n > cfg.max_header_bytes {
@@ -527,6 +620,9 @@ impl Connection {
                     };
                     if let Err(e) = res {
                         // A well-formed head that cannot be used: skip all of it.
+                        if i == REQ {
+                            self.record_loose(cfg, rest, Loose::TooLarge, ts, ts, out, stats);
+                        }
                         self.count_error(i, e, stats);
                         self.enter_resync(i, stats);
                         stats.resync_skipped_bytes += n as u64;
@@ -536,10 +632,13 @@ impl Connection {
                 Outcome::Partial => {
                     if rest.len() > cfg.max_header_bytes {
                         return self.error_skip_start(
+                            cfg,
                             i,
                             ParseError::HeaderTooLarge,
                             data,
                             pos,
+                            ts,
+                            out,
                             stats,
                         );
                     }
@@ -548,7 +647,14 @@ impl Connection {
                     side.hdr_ts = ts;
                     data.len()
                 }
-                Outcome::Error(e) => self.error_skip_start(i, e, data, pos, stats),
+                Outcome::Error(_) if i == REQ && may_be_http09_start(rest, cfg) => {
+                    // An HTTP/0.9 line still without its end: wait for it.
+                    let side = &mut self.sides[i];
+                    side.hdr.extend_from_slice(rest);
+                    side.hdr_ts = ts;
+                    data.len()
+                }
+                Outcome::Error(e) => self.error_skip_start(cfg, i, e, data, pos, ts, out, stats),
             }
         } else {
             let rest = &data[pos..];
@@ -565,7 +671,9 @@ impl Connection {
                     side.hdr.extend_from_slice(rest);
                     if side.hdr.len() <= EARLY_CHECK_BYTES {
                         if let Outcome::Error(e) = parse::parse_head(kind, &side.hdr, cfg) {
-                            self.buffered_error(cfg, i, e, true, out, stats);
+                            if !(i == REQ && may_be_http09_start(&side.hdr, cfg)) {
+                                self.buffered_error(cfg, i, e, true, out, stats);
+                            }
                         }
                     }
                     data.len()
@@ -604,18 +712,43 @@ impl Connection {
     }
 
     /// A parse error on a head starting at `data[pos]` (nothing buffered):
-    /// resync after its first token.
+    /// a request line there is recorded (an HTTP/0.9 request, or a malformed
+    /// one), then resync after that line (or the first token).
+    #[allow(clippy::too_many_arguments)]
     fn error_skip_start(
         &mut self,
+        cfg: &Http1Config,
         i: usize,
         e: ParseError,
         data: &[u8],
         pos: usize,
+        ts: Ts,
+        out: &mut Vec<Exchange>,
         stats: &mut Http1Stats,
     ) -> usize {
+        let rest = &data[pos..];
+        let rec = if i == REQ {
+            let why = if e == ParseError::HeaderTooLarge {
+                Loose::TooLarge
+            } else {
+                Loose::Refused
+            };
+            self.record_loose(cfg, rest, why, ts, ts, out, stats)
+        } else {
+            None
+        };
+        if let Some(LooseRecord {
+            line_len: Some(n),
+            http09: true,
+        }) = rec
+        {
+            return pos + n;
+        }
         self.count_error(i, e, stats);
         self.enter_resync(i, stats);
-        let n = first_token_len(&data[pos..]);
+        let n = rec
+            .and_then(|r| r.line_len)
+            .unwrap_or_else(|| first_token_len(rest));
         stats.resync_skipped_bytes += n as u64;
         pos + n
     }
@@ -632,11 +765,34 @@ impl Connection {
         out: &mut Vec<Exchange>,
         stats: &mut Http1Stats,
     ) {
-        self.count_error(i, e, stats);
         let buf = std::mem::take(&mut self.sides[i].hdr);
         let first_ts = self.sides[i].hdr_ts;
+        let rec = if i == REQ {
+            let why = if e == ParseError::HeaderTooLarge {
+                Loose::TooLarge
+            } else {
+                Loose::Refused
+            };
+            self.record_loose(cfg, &buf, why, first_ts, first_ts, out, stats)
+        } else {
+            None
+        };
+        if let Some(LooseRecord {
+            line_len: Some(n),
+            http09: true,
+        }) = rec
+        {
+            // A complete HTTP/0.9 request: what follows it is parsed as usual.
+            if buf.len() > n {
+                self.feed(cfg, i, &buf[n..], first_ts, out, stats);
+            }
+            return;
+        }
+        self.count_error(i, e, stats);
         self.enter_resync(i, stats);
-        let skip = first_token_len(&buf);
+        let skip = rec
+            .and_then(|r| r.line_len)
+            .unwrap_or_else(|| first_token_len(&buf));
         if rescan && buf.len() > skip {
             stats.resync_skipped_bytes += skip as u64;
             self.sides[i].carry_ts = first_ts;
@@ -823,58 +979,21 @@ impl Connection {
         if ambiguous {
             stats.ambiguous_framing += 1;
         }
-        stats.requests += 1;
-        let seq = self.next_seq;
-        self.next_seq = self.next_seq.wrapping_add(1);
-        tracing::debug!(flow = ?self.flow, seq, method = %h.method, "http1 request");
-
-        if self.queue.len() >= cfg.max_pending_requests.max(1) {
-            if let Some(mut old) = self.queue.pop_front() {
-                stats.pending_overflow += 1;
-                match (&old.response, old.resp_done) {
-                    (None, _) => self.pairing_uncertain = true,
-                    (Some(_), false) => old.anomalies.truncated = true,
-                    (Some(_), true) => {}
-                }
-                let x = self.exchange(old, stats);
-                out.push(x);
-            }
-        }
-
-        let is_head = h.method == "HEAD";
-        let is_connect = h.method == "CONNECT";
-        let heap = heap_len(&h.method) + h.target.capacity() + headers_heap(&h.headers);
+        let (target, raw_target) = targets(None, h.target);
         let request = Request {
             method: h.method,
-            target: h.target,
+            target,
+            raw_target,
             version: h.version,
             headers: h.headers,
             body: Body::default(),
         };
         let anomalies = Anomalies {
             ambiguous_framing: ambiguous,
-            gap: self.req_desync || self.pairing_uncertain,
             ..Anomalies::default()
         };
         let done = framing.is_none();
-        self.queue.push_back(Pending {
-            seq,
-            request,
-            req_done: done,
-            response: None,
-            resp_done: false,
-            interim: Vec::new(),
-            is_head,
-            is_connect,
-            timing: Timing {
-                request_first_ns: first_ts,
-                request_last_ns: ts,
-                response_first_ns: None,
-                response_last_ns: None,
-            },
-            anomalies,
-            heap,
-        });
+        let seq = self.push_request(cfg, request, anomalies, done, first_ts, ts, out, stats);
         if let Some(framing) = framing {
             let hint = match framing {
                 Framing::Length(n) => n,
@@ -894,6 +1013,195 @@ impl Connection {
         Ok(())
     }
 
+    /// Queues a request (pushing out the oldest when the pipelining bound is
+    /// reached) and returns its sequence number.
+    #[allow(clippy::too_many_arguments)]
+    fn push_request(
+        &mut self,
+        cfg: &Http1Config,
+        request: Request,
+        mut anomalies: Anomalies,
+        req_done: bool,
+        first_ts: Ts,
+        ts: Ts,
+        out: &mut Vec<Exchange>,
+        stats: &mut Http1Stats,
+    ) -> u32 {
+        stats.requests += 1;
+        let seq = self.next_seq;
+        self.next_seq = self.next_seq.wrapping_add(1);
+        tracing::debug!(flow = ?self.flow, seq, method = %request.method, "http1 request");
+
+        if self.queue.len() >= cfg.max_pending_requests.max(1) {
+            if let Some(mut old) = self.queue.pop_front() {
+                stats.pending_overflow += 1;
+                match (&old.response, old.resp_done) {
+                    (None, _) => self.pairing_uncertain = true,
+                    (Some(_), false) => old.anomalies.truncated = true,
+                    (Some(_), true) => {}
+                }
+                let x = self.exchange(old, stats);
+                out.push(x);
+            }
+        }
+        let is_head = request.method == "HEAD";
+        let is_connect = request.method == "CONNECT";
+        self.connect_waiting |= is_connect;
+        self.saw_http09 |= request.version == HttpVersion::Http09;
+        anomalies.gap |= self.req_desync || self.pairing_uncertain;
+        let heap = heap_len(&request.method)
+            + request.target.capacity()
+            + heap_len(&request.raw_target)
+            + headers_heap(&request.headers);
+        self.queue.push_back(Pending {
+            seq,
+            request,
+            req_done,
+            response: None,
+            resp_done: false,
+            interim: Vec::new(),
+            is_head,
+            is_connect,
+            timing: Timing {
+                request_first_ns: first_ts,
+                request_last_ns: ts,
+                response_first_ns: None,
+                response_last_ns: None,
+            },
+            anomalies,
+            heap,
+        });
+        seq
+    }
+
+    /// Records the request line at the start of `buf` as a request of its
+    /// own, for a head that cannot be parsed in full (see [`Loose`]); a
+    /// complete line without a version is an HTTP/0.9 request. `None` when
+    /// `buf` does not start with a request line.
+    #[allow(clippy::too_many_arguments)]
+    fn record_loose(
+        &mut self,
+        cfg: &Http1Config,
+        buf: &[u8],
+        why: Loose,
+        first_ts: Ts,
+        ts: Ts,
+        out: &mut Vec<Exchange>,
+        stats: &mut Http1Stats,
+    ) -> Option<LooseRecord> {
+        let line = parse::loose_request_line(buf, cfg.max_line_bytes.max(64))?;
+        let http09 = line.version.is_none() && line.line_len.is_some();
+        let mut anomalies = Anomalies::default();
+        if http09 {
+            anomalies.http09 = true;
+            stats.http09_requests += 1;
+        } else {
+            anomalies.malformed_request = true;
+            stats.malformed_requests += 1;
+            match why {
+                Loose::TooLarge => {
+                    anomalies.head_too_large = true;
+                    stats.head_too_large_requests += 1;
+                }
+                Loose::Gap => anomalies.gap = true,
+                Loose::AnsweredEarly => stats.requests_answered_early += 1,
+                Loose::Ended => anomalies.truncated = true,
+                Loose::Refused => {}
+            }
+        }
+        let raw = String::from_utf8_lossy(line.target);
+        let (target, raw_target) = targets(Some(line.target), raw.into_owned());
+        let request = Request {
+            method: CompactString::from(String::from_utf8_lossy(line.method)),
+            target,
+            raw_target,
+            version: line.version.unwrap_or(HttpVersion::Http09),
+            headers: Vec::new(),
+            body: Body::default(),
+        };
+        tracing::debug!(flow = ?self.flow, ?why, http09, "http1 request from its request line");
+        self.push_request(cfg, request, anomalies, true, first_ts, ts, out, stats);
+        Some(LooseRecord {
+            line_len: line.line_len,
+            http09,
+        })
+    }
+
+    /// At the start of a response (`rest` at a response boundary): a request
+    /// head still incomplete on the other side was answered early, so it is
+    /// recorded from its request line; and the answer to an HTTP/0.9 request
+    /// is a bare body (no status line). Returns the bytes consumed when this
+    /// opened an HTTP/0.9 response.
+    fn before_response(
+        &mut self,
+        cfg: &Http1Config,
+        rest: &[u8],
+        ts: Ts,
+        out: &mut Vec<Exchange>,
+        stats: &mut Http1Stats,
+    ) -> Option<usize> {
+        if !self.sides[REQ].hdr.is_empty()
+            && matches!(self.sides[REQ].state, State::Idle)
+            && self.queue.iter().all(|p| p.response.is_some())
+        {
+            let buf = std::mem::take(&mut self.sides[REQ].hdr);
+            let first_ts = self.sides[REQ].hdr_ts;
+            let rec = self.record_loose(
+                cfg,
+                &buf,
+                Loose::AnsweredEarly,
+                first_ts,
+                first_ts,
+                out,
+                stats,
+            );
+            match rec {
+                Some(r) if r.http09 => {
+                    if let Some(n) = r.line_len.filter(|&n| n < buf.len()) {
+                        self.feed(cfg, REQ, &buf[n..], first_ts, out, stats);
+                    }
+                }
+                Some(_) => {
+                    // The rest of that head is skipped.
+                    self.enter_resync(REQ, stats);
+                    stats.resync_skipped_bytes += buf.len() as u64;
+                }
+                None => self.sides[REQ].hdr = buf,
+            }
+        }
+        if !self.saw_http09 || parse::may_be_status_line(rest) {
+            return None;
+        }
+        let p = self.queue.iter_mut().find(|p| p.response.is_none())?;
+        if p.request.version != HttpVersion::Http09
+            || ts.saturating_add(PAIRING_SLACK_NS) < p.timing.request_first_ns
+        {
+            return None;
+        }
+        stats.responses += 1;
+        stats.http09_responses += 1;
+        p.response = Some(Response {
+            status: 0,
+            reason: CompactString::default(),
+            version: HttpVersion::Http09,
+            headers: Vec::new(),
+            body: Body::default(),
+            interim: std::mem::take(&mut p.interim),
+        });
+        p.timing.response_first_ns = Some(ts);
+        p.timing.response_last_ns = Some(ts);
+        let seq = p.seq;
+        self.sides[RESP].state = State::Body(Box::new(CurMsg {
+            target: Some(seq),
+            framing: Framing::UntilClose,
+            body: BodyAcc::new(cfg, parse::Codings::Identity, true, 0),
+            gap: false,
+            truncated: false,
+            last_ts: ts,
+        }));
+        Some(0)
+    }
+
     fn on_response_head(
         &mut self,
         cfg: &Http1Config,
@@ -905,12 +1213,21 @@ impl Connection {
     ) -> Result<(), ParseError> {
         let status = h.status;
         // The oldest request without a final response, unless the response
-        // started before that request did (then it cannot answer it).
+        // started before that request did (then it cannot answer it). Stream
+        // order is certain, capture time across directions only nearly so:
+        // a response captured a little before its request still answers it.
         let idx = self
             .queue
             .iter()
             .position(|p| p.response.is_none())
-            .filter(|&k| first_ts >= self.queue[k].timing.request_first_ns);
+            .filter(|&k| {
+                first_ts.saturating_add(PAIRING_SLACK_NS) >= self.queue[k].timing.request_first_ns
+            });
+        if let Some(k) = idx {
+            if first_ts < self.queue[k].timing.request_first_ns {
+                stats.reordered_pairs += 1;
+            }
+        }
 
         if (100..200).contains(&status) && status != 101 {
             stats.interim_responses += 1;
@@ -925,7 +1242,12 @@ impl Connection {
         let (is_head, is_connect) = idx
             .and_then(|k| self.queue.get(k))
             .map_or((false, false), |p| (p.is_head, p.is_connect));
-        let upgraded = status == 101 || (is_connect && (200..300).contains(&status));
+        let tunnel = is_connect && (200..300).contains(&status);
+        let upgraded = status == 101 || tunnel;
+        if is_connect {
+            // Answered: the client's bytes are parsed (refused) or tunnel bytes.
+            self.connect_waiting = false;
+        }
         let info = h.info;
         let bodyless =
             upgraded || is_head || (100..200).contains(&status) || status == 204 || status == 304;
@@ -958,7 +1280,15 @@ impl Connection {
                 p.timing.response_last_ns = Some(ts);
                 p.anomalies.ambiguous_framing |= ambiguous;
                 p.anomalies.gap |= desync;
-                Some(p.seq)
+                let gap_damaged = p.anomalies.malformed_request && p.anomalies.gap;
+                let seq = p.seq;
+                if gap_damaged && self.queue.iter().all(|p| p.response.is_some()) {
+                    // The answer to the request cut by the gap went by, as
+                    // for an orphan below: later requests pair with later
+                    // responses.
+                    self.req_desync = false;
+                }
+                Some(seq)
             }
             None => {
                 stats.orphan_responses += 1;
@@ -974,12 +1304,17 @@ impl Connection {
 
         if upgraded {
             stats.upgrades += 1;
+            if tunnel {
+                stats.tunnels += 1;
+                self.tunnel = true;
+            }
             if let Some(p) = target.and_then(|s| self.entry_mut(s)) {
                 p.anomalies.upgraded = true;
+                p.anomalies.tunnel = tunnel;
                 p.resp_done = true;
             }
-            tracing::debug!(flow = ?self.flow, status, "http1 protocol switch");
-            self.stop(out, stats);
+            tracing::debug!(flow = ?self.flow, status, tunnel, "http1 protocol switch");
+            self.stop(cfg, ts, out, stats);
             return Ok(());
         }
         match framing {
@@ -1049,7 +1384,15 @@ impl Connection {
     }
 
     /// Ends the parsing of one direction, finishing its message in progress.
-    fn end_side(&mut self, i: usize, mode: EndMode, stats: &mut Http1Stats) {
+    fn end_side(
+        &mut self,
+        cfg: &Http1Config,
+        i: usize,
+        mode: EndMode,
+        ts: Ts,
+        out: &mut Vec<Exchange>,
+        stats: &mut Http1Stats,
+    ) {
         let next = if mode == EndMode::Stop {
             State::Stopped
         } else {
@@ -1058,12 +1401,27 @@ impl Connection {
         let st = std::mem::replace(&mut self.sides[i].state, next);
         let side = &mut self.sides[i];
         let held = (side.hdr.len() + side.carry.len()) as u64;
+        if mode == EndMode::Stop && self.tunnel && !matches!(st, State::Body(_)) {
+            if i == REQ {
+                stats.tunnel_bytes_client += held;
+            } else {
+                stats.tunnel_bytes_server += held;
+            }
+        }
         match st {
             State::Idle if !side.hdr.is_empty() => {
                 if mode == EndMode::Stop {
                     stats.upgraded_bytes_ignored += held;
                 } else {
                     stats.truncated_header_blocks += 1;
+                    if i == REQ {
+                        // A request line whose head never completed is still
+                        // a request: record it (emitted with the rest).
+                        let buf = std::mem::take(&mut self.sides[i].hdr);
+                        let first_ts = self.sides[i].hdr_ts;
+                        let last = ts.max(first_ts);
+                        self.record_loose(cfg, &buf, Loose::Ended, first_ts, last, out, stats);
+                    }
                 }
             }
             State::Resync => {
@@ -1102,9 +1460,9 @@ impl Connection {
 
     /// The connection switched protocols: finish both sides, emit everything,
     /// count later bytes only.
-    fn stop(&mut self, out: &mut Vec<Exchange>, stats: &mut Http1Stats) {
-        self.end_side(REQ, EndMode::Stop, stats);
-        self.end_side(RESP, EndMode::Stop, stats);
+    fn stop(&mut self, cfg: &Http1Config, ts: Ts, out: &mut Vec<Exchange>, stats: &mut Http1Stats) {
+        self.end_side(cfg, REQ, EndMode::Stop, ts, out, stats);
+        self.end_side(cfg, RESP, EndMode::Stop, ts, out, stats);
         self.sides[REQ].state = State::Stopped;
         self.sides[RESP].state = State::Stopped;
         self.flush(out, stats);
@@ -1238,6 +1596,33 @@ fn first_token_len(b: &[u8]) -> usize {
         .count()
         .max(1)
         .min(b.len().max(1))
+}
+
+/// The normalised target and, beside it, the target as sent: `raw`, which
+/// is `bytes` as text (lossily when they are not UTF-8; `None`: `raw` itself).
+fn targets(bytes: Option<&[u8]>, raw: String) -> (String, CompactString) {
+    let raw_target = CompactString::from(raw.as_str());
+    match contracts::exchange::normalize_target(bytes.unwrap_or(raw.as_bytes())) {
+        Some(norm) => (norm, raw_target),
+        None => (raw, raw_target),
+    }
+}
+
+/// True if `b` may be the start of an HTTP/0.9 request line whose end has not
+/// arrived: an upper-case method, one space, a target starting with `/` (or
+/// `http`), no line feed yet, and still short of the line bound.
+fn may_be_http09_start(b: &[u8], cfg: &Http1Config) -> bool {
+    if b.len() >= cfg.max_line_bytes.max(64) || memchr::memchr(b'\n', b).is_some() {
+        return false;
+    }
+    let m = b.iter().take_while(|c| c.is_ascii_uppercase()).count();
+    if m == 0 || m > 32 || b.get(m) != Some(&b' ') {
+        return false;
+    }
+    let t = &b[m + 1..];
+    let t = t.strip_suffix(b"\r").unwrap_or(t);
+    let prefix_ok = matches!(t.first(), None | Some(b'/' | b'h' | b'H'));
+    prefix_ok && t.iter().all(|c| c.is_ascii_graphic() || *c >= 0x80)
 }
 
 fn kind_of(i: usize) -> Kind {

@@ -558,9 +558,28 @@ fn connect_tunnel_stops_parsing() {
         close(5),
     ]);
     assert_eq!(out.len(), 1);
-    assert!(out[0].anomalies.upgraded);
+    assert!(out[0].anomalies.upgraded && out[0].anomalies.tunnel);
     assert_eq!(out[0].request.method, "CONNECT");
+    assert_eq!(out[0].request.target, "api.example.com:443");
     assert_eq!(st.upgraded_bytes_ignored, 11 + 6);
+    assert_eq!((st.tunnel_bytes_client, st.tunnel_bytes_server), (11, 6));
+    assert_eq!(st.tunnels, 1);
+    assert_eq!(st.parse_errors, 0);
+
+    // A ClientHello sent before the proxy's answer is tunnel data, not an error.
+    let (out, st) = run(&[
+        req(
+            b"CONNECT api.example.com:443 HTTP/1.1\r\n\r\n\x16\x03\x01\x00\x05hello",
+            1,
+        ),
+        resp(b"HTTP/1.1 200 Connection Established\r\n\r\n", 2),
+        req(b"\x17\x03\x03\x00\x01x", 3),
+        close(4),
+    ]);
+    assert_eq!(out.len(), 1);
+    assert!(out[0].anomalies.tunnel);
+    assert_eq!(st.connect_early_bytes, 10);
+    assert_eq!(st.tunnel_bytes_client, 6);
     assert_eq!(st.parse_errors, 0);
 
     // A refused CONNECT is an ordinary exchange.
@@ -795,18 +814,27 @@ fn gap_in_headers_then_resync() {
             b"ost: lost\r\nX: y\r\n\r\nGET /second HTTP/1.1\r\nHost: b\r\n\r\n",
             3,
         ),
-        resp(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 4),
-        close(5),
+        resp(b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n", 4),
+        resp(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 5),
+        close(6),
     ]);
-    assert_eq!(out.len(), 1, "{out:#?}");
-    assert_eq!(out[0].request.target, "/second");
+    // The first request line is on the wire: it is recorded (from its line
+    // alone) and answered first, as the server answers in order.
+    assert_eq!(out.len(), 2, "{out:#?}");
+    assert_eq!(out[0].request.target, "/first");
+    assert!(out[0].anomalies.gap && out[0].anomalies.malformed_request);
+    assert!(out[0].request.headers.is_empty());
+    assert_eq!(response_of(&out[0]).status, 201);
+    assert_eq!(out[1].request.target, "/second");
+    assert_eq!(response_of(&out[1]).status, 200);
     assert!(
-        out[0].anomalies.gap,
+        out[1].anomalies.gap,
         "pairing after a request-side gap is uncertain"
     );
     assert_eq!(st.resyncs, 1);
     assert_eq!(st.resync_skipped_bytes, 30 + 19);
     assert_eq!(st.parse_errors, 0);
+    assert_eq!(st.malformed_requests, 1);
 }
 
 #[test]
@@ -951,14 +979,28 @@ fn huge_header_block_is_an_error_with_bounded_memory() {
     c.on_data(
         &cfg,
         S2C,
-        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\n\r\n\
+          HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
         4,
         &mut out,
         &mut st,
     );
     assert_eq!(st.parse_error_header_too_large, 1);
-    assert_eq!(out.len(), 1);
-    assert_eq!(out[0].request.target, "/after");
+    // The oversized request is recorded from its request line, flagged, with
+    // the server's 431; the next request is parsed normally.
+    assert_eq!(out.len(), 2, "{out:#?}");
+    assert_eq!(
+        (
+            out[0].request.method.as_str(),
+            out[0].request.target.as_str()
+        ),
+        ("GET", "/")
+    );
+    assert!(out[0].anomalies.head_too_large && out[0].anomalies.malformed_request);
+    assert_eq!(response_of(&out[0]).status, 431);
+    assert_eq!(out[1].request.target, "/after");
+    assert!(out[1].anomalies.is_clean());
+    assert_eq!(st.head_too_large_requests, 1);
 
     // The same in one call (zero-copy path).
     let mut big = b"GET / HTTP/1.1\r\n".to_vec();
@@ -1220,8 +1262,16 @@ fn reset_marks_pending_exchanges() {
 #[test]
 fn partial_head_at_close_is_counted() {
     let (out, st) = run(&[req(b"GET /never-finished HTTP/1.1\r\nHo", 1), close(2)]);
-    assert!(out.is_empty());
     assert_eq!(st.truncated_header_blocks, 1);
+    // Its request line was on the wire: recorded, flagged, unanswered.
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].request.target, "/never-finished");
+    let a = out[0].anomalies;
+    assert!(a.malformed_request && a.truncated && a.unanswered);
+    // Bytes that are no request line are only counted.
+    let (out, st) = run(&[req(b"\x16\x03\x01", 1), close(2)]);
+    assert!(out.is_empty());
+    assert_eq!(st.malformed_requests, 0);
 }
 
 #[test]
