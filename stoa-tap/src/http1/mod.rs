@@ -343,8 +343,9 @@ pub struct Connection {
     connect_waiting: bool,
     /// Parsing stopped because a CONNECT tunnel opened (bytes are tunnel bytes).
     tunnel: bool,
-    /// An HTTP/0.9 request was queued: responses may have no status line.
-    saw_http09: bool,
+    /// An HTTP/0.9 or malformed request was queued: a response may have no
+    /// status line (servers answer both HTTP/0.9-style).
+    saw_loose: bool,
     closed: bool,
 }
 
@@ -361,7 +362,7 @@ impl Connection {
             pairing_uncertain: false,
             connect_waiting: false,
             tunnel: false,
-            saw_http09: false,
+            saw_loose: false,
             closed: false,
         }
     }
@@ -1047,7 +1048,7 @@ impl Connection {
         let is_head = request.method == "HEAD";
         let is_connect = request.method == "CONNECT";
         self.connect_waiting |= is_connect;
-        self.saw_http09 |= request.version == HttpVersion::Http09;
+        self.saw_loose |= request.version == HttpVersion::Http09 || anomalies.malformed_request;
         anomalies.gap |= self.req_desync || self.pairing_uncertain;
         let heap = heap_len(&request.method)
             + request.target.capacity()
@@ -1130,8 +1131,10 @@ impl Connection {
     /// At the start of a response (`rest` at a response boundary): a request
     /// head still incomplete on the other side was answered early, so it is
     /// recorded from its request line; and the answer to an HTTP/0.9 request
-    /// is a bare body (no status line). Returns the bytes consumed when this
-    /// opened an HTTP/0.9 response.
+    /// (or to a malformed one the server read as HTTP/0.9, as Python's
+    /// http.server does with `GET HTTP/1.1`) may be a bare body without a
+    /// status line: status 0, delimited by the close. Returns the bytes
+    /// consumed when this opened such a response.
     fn before_response(
         &mut self,
         cfg: &Http1Config,
@@ -1169,13 +1172,12 @@ impl Connection {
                 None => self.sides[REQ].hdr = buf,
             }
         }
-        if !self.saw_http09 || parse::may_be_status_line(rest) {
+        if !self.saw_loose || parse::may_be_status_line(rest) {
             return None;
         }
         let p = self.queue.iter_mut().find(|p| p.response.is_none())?;
-        if p.request.version != HttpVersion::Http09
-            || ts.saturating_add(PAIRING_SLACK_NS) < p.timing.request_first_ns
-        {
+        let loose = p.request.version == HttpVersion::Http09 || p.anomalies.malformed_request;
+        if !loose || ts.saturating_add(PAIRING_SLACK_NS) < p.timing.request_first_ns {
             return None;
         }
         stats.responses += 1;
