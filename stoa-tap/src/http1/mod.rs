@@ -270,6 +270,10 @@ enum State {
     Body(Box<CurMsg>),
     /// Looking for the next start line.
     Resync,
+    /// Skipping the rest of a request head recorded from its request line,
+    /// up to the empty line that ends it; `line_empty`: the current line has
+    /// held nothing but CR so far.
+    SkipHead { line_empty: bool },
     /// The direction ended (FIN, RST, close).
     Ended,
     /// The connection switched protocols: bytes are counted, not parsed.
@@ -411,6 +415,8 @@ impl Connection {
                 Next::Nothing
             }
             State::Idle if i == REQ && !side.hdr.is_empty() => Next::LooseThenResync,
+            // The empty line ending the head may be in the hole.
+            State::SkipHead { .. } => Next::Resync,
             State::Resync => {
                 // The partial line before the gap cannot join what follows it.
                 stats.resync_skipped_bytes += side.carry.len() as u64;
@@ -582,6 +588,9 @@ impl Connection {
                 State::Idle => self.step_idle(cfg, i, data, pos, ts, out, stats),
                 State::Body(_) => self.step_body(cfg, i, data, pos, ts, out, stats),
                 State::Resync => self.step_resync(cfg, i, data, pos, ts, out, stats),
+                State::SkipHead { line_empty } => {
+                    self.step_skip_head(i, line_empty, data, pos, stats)
+                }
             };
         }
     }
@@ -648,8 +657,8 @@ impl Connection {
                     side.hdr_ts = ts;
                     data.len()
                 }
-                Outcome::Error(_) if i == REQ && may_be_http09_start(rest, cfg) => {
-                    // An HTTP/0.9 line still without its end: wait for it.
+                Outcome::Error(_) if i == REQ && may_be_request_line_start(rest, cfg) => {
+                    // A request line still without its end: wait for it.
                     let side = &mut self.sides[i];
                     side.hdr.extend_from_slice(rest);
                     side.hdr_ts = ts;
@@ -672,7 +681,7 @@ impl Connection {
                     side.hdr.extend_from_slice(rest);
                     if side.hdr.len() <= EARLY_CHECK_BYTES {
                         if let Outcome::Error(e) = parse::parse_head(kind, &side.hdr, cfg) {
-                            if !(i == REQ && may_be_http09_start(&side.hdr, cfg)) {
+                            if !(i == REQ && may_be_request_line_start(&side.hdr, cfg)) {
                                 self.buffered_error(cfg, i, e, true, out, stats);
                             }
                         }
@@ -746,10 +755,14 @@ impl Connection {
             return pos + n;
         }
         self.count_error(i, e, stats);
+        if let Some(n) = rec.and_then(|r| r.line_len) {
+            // A recorded request line: the rest of its head goes too.
+            self.sides[i].state = State::SkipHead { line_empty: true };
+            stats.resync_skipped_bytes += n as u64;
+            return pos + n;
+        }
         self.enter_resync(i, stats);
-        let n = rec
-            .and_then(|r| r.line_len)
-            .unwrap_or_else(|| first_token_len(rest));
+        let n = first_token_len(rest);
         stats.resync_skipped_bytes += n as u64;
         pos + n
     }
@@ -790,10 +803,17 @@ impl Connection {
             return;
         }
         self.count_error(i, e, stats);
+        if let Some(n) = rec.and_then(|r| r.line_len) {
+            // A recorded request line: the rest of its head goes too.
+            stats.resync_skipped_bytes += n as u64;
+            self.sides[i].state = State::SkipHead { line_empty: true };
+            if buf.len() > n {
+                self.feed(cfg, i, &buf[n..], first_ts, out, stats);
+            }
+            return;
+        }
         self.enter_resync(i, stats);
-        let skip = rec
-            .and_then(|r| r.line_len)
-            .unwrap_or_else(|| first_token_len(&buf));
+        let skip = first_token_len(&buf);
         if rescan && buf.len() > skip {
             stats.resync_skipped_bytes += skip as u64;
             self.sides[i].carry_ts = first_ts;
@@ -861,6 +881,35 @@ impl Connection {
                 }
             }
         }
+    }
+
+    /// Skips the rest of a head up to and including its empty line, then
+    /// goes back to parsing messages. Nothing is buffered.
+    fn step_skip_head(
+        &mut self,
+        i: usize,
+        mut line_empty: bool,
+        data: &[u8],
+        pos: usize,
+        stats: &mut Http1Stats,
+    ) -> usize {
+        let rest = &data[pos..];
+        let mut line_start = 0;
+        for lf in memchr::memchr_iter(b'\n', rest) {
+            if line_empty && rest[line_start..lf].iter().all(|&c| c == b'\r') {
+                stats.resync_skipped_bytes += (lf + 1) as u64;
+                self.sides[i].state = State::Idle;
+                return pos + lf + 1;
+            }
+            line_empty = true;
+            line_start = lf + 1;
+        }
+        let tail_empty = rest[line_start..].iter().all(|&c| c == b'\r');
+        self.sides[i].state = State::SkipHead {
+            line_empty: line_empty && tail_empty,
+        };
+        stats.resync_skipped_bytes += rest.len() as u64;
+        data.len()
     }
 
     /// Looks for a start line, a line at a time; only the current incomplete
@@ -1164,11 +1213,21 @@ impl Connection {
                         self.feed(cfg, REQ, &buf[n..], first_ts, out, stats);
                     }
                 }
-                Some(_) => {
-                    // The rest of that head is skipped.
-                    self.enter_resync(REQ, stats);
-                    stats.resync_skipped_bytes += buf.len() as u64;
-                }
+                Some(r) => match r.line_len {
+                    Some(n) => {
+                        // The rest of that head is skipped, what is buffered and
+                        // what is still to come.
+                        stats.resync_skipped_bytes += n as u64;
+                        self.sides[REQ].state = State::SkipHead { line_empty: true };
+                        if buf.len() > n {
+                            self.feed(cfg, REQ, &buf[n..], first_ts, out, stats);
+                        }
+                    }
+                    None => {
+                        self.enter_resync(REQ, stats);
+                        stats.resync_skipped_bytes += buf.len() as u64;
+                    }
+                },
                 None => self.sides[REQ].hdr = buf,
             }
         }
@@ -1426,7 +1485,7 @@ impl Connection {
                     }
                 }
             }
-            State::Resync => {
+            State::Resync | State::SkipHead { .. } => {
                 if mode == EndMode::Stop {
                     stats.upgraded_bytes_ignored += held;
                 } else {
@@ -1610,21 +1669,23 @@ fn targets(bytes: Option<&[u8]>, raw: String) -> (String, CompactString) {
     }
 }
 
-/// True if `b` may be the start of an HTTP/0.9 request line whose end has not
-/// arrived: an upper-case method, one space, a target starting with `/` (or
-/// `http`), no line feed yet, and still short of the line bound.
-fn may_be_http09_start(b: &[u8], cfg: &Http1Config) -> bool {
-    if b.len() >= cfg.max_line_bytes.max(64) || memchr::memchr(b'\n', b).is_some() {
+/// True if `b` may be the start of a request line whose end has not arrived
+/// yet: a method-like word (a letter first, visible ASCII, at most 32 bytes),
+/// a space, then no control byte, no line feed yet, and still short of the
+/// line bound. The full parser refuses some such lines as soon as it sees
+/// them (`GET /two w...`, `GET /old` of HTTP/0.9): they wait for their end so
+/// that they are read the same however the bytes are split.
+fn may_be_request_line_start(b: &[u8], cfg: &Http1Config) -> bool {
+    if b.len() >= cfg.max_line_bytes.max(64) {
         return false;
     }
-    let m = b.iter().take_while(|c| c.is_ascii_uppercase()).count();
-    if m == 0 || m > 32 || b.get(m) != Some(&b' ') {
+    let m = b.iter().take_while(|c| c.is_ascii_graphic()).count();
+    if m == 0 || m > 32 || !b[0].is_ascii_alphabetic() || b.get(m) != Some(&b' ') {
         return false;
     }
     let t = &b[m + 1..];
     let t = t.strip_suffix(b"\r").unwrap_or(t);
-    let prefix_ok = matches!(t.first(), None | Some(b'/' | b'h' | b'H'));
-    prefix_ok && t.iter().all(|c| c.is_ascii_graphic() || *c >= 0x80)
+    t.iter().all(|&c| c == b' ' || c == b'\t' || c.is_ascii_graphic() || c >= 0x80)
 }
 
 fn kind_of(i: usize) -> Kind {

@@ -582,8 +582,14 @@ fn request_candidate(line: &[u8]) -> Option<usize> {
         return None;
     }
     let mend = e;
-    while e > 0 && rest[e - 1].is_ascii_uppercase() && mend - e < MAX_METHOD_LEN {
+    while e > 0
+        && (rest[e - 1].is_ascii_uppercase() || matches!(rest[e - 1], b'_' | b'-'))
+        && mend - e < MAX_METHOD_LEN
+    {
         e -= 1;
+    }
+    while e < mend && matches!(rest[e], b'_' | b'-') {
+        e += 1;
     }
     let run = &rest[e..mend];
     if run.is_empty() {
@@ -593,9 +599,18 @@ fn request_candidate(line: &[u8]) -> Option<usize> {
         .iter()
         .filter(|m| run.ends_with(m))
         .max_by_key(|m| m.len());
+    // A known method ending the run starts the line unless the run joins it
+    // with `_` or `-` (`CCM_POST`, `M-SEARCH` are methods of their own).
     let start = match known {
-        Some(m) => mend - m.len(),
-        None => e,
+        Some(m)
+            if !matches!(
+                rest.get((mend - m.len()).wrapping_sub(1)),
+                Some(b'_' | b'-')
+            ) =>
+        {
+            mend - m.len()
+        }
+        _ => e,
     };
     let method = &rest[start..mend];
     let lower_prefix =
@@ -648,6 +663,14 @@ mod tests {
         assert_eq!(
             find_candidate(Kind::Request, b"FOO * HTTP/1.1\r\n"),
             Some(0)
+        );
+        assert_eq!(
+            find_candidate(Kind::Request, b"CCM_POST /c HTTP/1.1\r\n"),
+            Some(0)
+        );
+        assert_eq!(
+            find_candidate(Kind::Request, b"junk\x00M-SEARCH * HTTP/1.1\r\n"),
+            Some(5)
         );
         assert_eq!(
             find_candidate(Kind::Request, b"CONNECT example.com:443 HTTP/1.1\r\n"),

@@ -1615,3 +1615,134 @@ fn huge_gaps_do_not_overflow() {
     assert!(out[0].anomalies.gap);
     assert_eq!(st.gap_bytes, u64::MAX);
 }
+
+// --------------------------------------------------------------------------
+// Request lines the full parser refuses, early answers, reordered captures
+
+#[test]
+fn http09_request_and_bare_response() {
+    let evs = [
+        req(b"GET /old/page\r\n", 10),
+        resp(b"<html>plain old body</html>", 20),
+        Ev::End(S2C, EndKind::Fin, 30),
+        close(40),
+    ];
+    for evs in [evs.to_vec(), bytewise(&evs)] {
+        let (out, st) = run(&evs);
+        assert_eq!(out.len(), 1, "{out:#?}");
+        let x = &out[0];
+        assert_eq!(x.request.version, HttpVersion::Http09);
+        assert_eq!(
+            (x.request.method.as_str(), x.request.target.as_str()),
+            ("GET", "/old/page")
+        );
+        assert!(x.anomalies.http09 && !x.anomalies.malformed_request);
+        let r = response_of(x);
+        assert_eq!((r.status, r.version), (0, HttpVersion::Http09));
+        assert_eq!(r.body.wire_len, 27);
+        assert!(!x.anomalies.truncated);
+        assert_eq!(
+            (st.http09_requests, st.http09_responses, st.parse_errors),
+            (1, 1, 0)
+        );
+    }
+}
+
+#[test]
+fn http09_request_answered_with_a_status_line() {
+    let (out, _) = run(&[
+        req(b"GET /x\r\n\r\n", 1),
+        resp(
+            b"HTTP/1.1 400 Bad Request\r\nContent-Length: 2\r\n\r\nno",
+            2,
+        ),
+        close(3),
+    ]);
+    assert_eq!(out.len(), 1);
+    assert!(out[0].anomalies.http09);
+    assert_eq!(response_of(&out[0]).status, 400);
+}
+
+#[test]
+fn malformed_request_lines_are_recorded_with_the_servers_status() {
+    let evs = [
+        req(b"GET HTTP/1.1\r\nHost: a\r\n\r\n", 1),
+        resp(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 3\r\n\r\nbad", 2),
+        req(b"GET /two words HTTP/1.1\r\nHost: a\r\n\r\n", 3),
+        resp(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n", 4),
+        req(b"GET /h HTTP/1.1\r\nNo colon here\r\n\r\nCCM_POST /c HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi", 5),
+        resp(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n", 6),
+        resp(b"HTTP/1.1 405 Not Allowed\r\nContent-Length: 0\r\n\r\n", 7),
+        close(8),
+    ];
+    for evs in [evs.to_vec(), bytewise(&evs)] {
+        let (out, st) = run(&evs);
+        let got: Vec<(&str, &str, &str, u16, bool)> = out
+            .iter()
+            .map(|x| {
+                (
+                    x.request.method.as_str(),
+                    x.request.target.as_str(),
+                    x.request.target_as_sent(),
+                    response_of(x).status,
+                    x.anomalies.malformed_request,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("GET", "", "", 400, true),
+                ("GET", "/two%20words", "/two words", 400, true),
+                ("GET", "/h", "/h", 400, true),
+                ("CCM_POST", "/c", "/c", 405, false),
+            ]
+        );
+        assert_eq!(out[3].request.body.wire_len, 2);
+        assert_eq!(st.malformed_requests, 3);
+        assert!(out.iter().all(|x| !x.anomalies.gap));
+    }
+}
+
+#[test]
+fn a_head_answered_before_it_was_complete_is_recorded() {
+    let (out, st) = run(&[
+        req(b"GET /slow HTTP/1.1\r\nX-Pad: aaaaaaaaaaaa", 1),
+        resp(
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\n\r\n",
+            2,
+        ),
+        req(b"aaaa\r\nX-More: b\r\n\r\n", 3),
+        close(4),
+    ]);
+    assert_eq!(out.len(), 1, "{out:#?}");
+    assert_eq!(out[0].request.target, "/slow");
+    assert!(out[0].anomalies.malformed_request);
+    assert_eq!(response_of(&out[0]).status, 431);
+    assert_eq!(st.requests_answered_early, 1);
+}
+
+#[test]
+fn a_response_captured_slightly_before_its_request_still_answers_it() {
+    let ms = 1_000_000;
+    let (out, st) = run(&[
+        req(b"GET /a HTTP/1.1\r\n\r\n", 100 * ms),
+        // Captured 2 ms before the request, within the reorder grace.
+        resp(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nA", 98 * ms),
+        req(b"GET /b HTTP/1.1\r\n\r\n", 200 * ms),
+        resp(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nB", 201 * ms),
+        close(300 * ms),
+    ]);
+    assert_eq!(out.len(), 2);
+    assert_eq!(response_of(&out[0]).body.sample, b"A");
+    assert_eq!(response_of(&out[1]).body.sample, b"B");
+    assert_eq!(st.reordered_pairs, 1);
+    // A response far older than the request cannot answer it.
+    let (out, st) = run(&[
+        req(b"GET /a HTTP/1.1\r\n\r\n", 100 * ms),
+        resp(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nA", 50 * ms),
+        close(300 * ms),
+    ]);
+    assert!(out[0].anomalies.unanswered);
+    assert_eq!(st.orphan_responses, 1);
+}
