@@ -84,8 +84,10 @@ pub struct Request {
     /// form, authority (CONNECT) or `*`; empty when the request line had none.
     pub target: String,
     /// Request target exactly as sent on the request line (bytes that are not
-    /// UTF-8 replaced by U+FFFD). Empty in records written before it existed:
-    /// use [`Request::target_as_sent`].
+    /// UTF-8 replaced by U+FFFD) when it differs from `target`; empty when the
+    /// target was sent in normal form (nearly always) and in records written
+    /// before this field existed: use [`Request::target_as_sent`]. The
+    /// `--exchanges` output always writes it.
     #[serde(default)]
     pub raw_target: CompactString,
     /// Protocol version.
@@ -255,7 +257,7 @@ pub fn find_header<'a>(headers: &'a [Header], name: &str) -> Option<&'a str> {
 /// digits) percent-encoded. Reserved characters keep their encoding (`%2F`
 /// stays), so the path's structure never changes.
 pub fn normalize_target(raw: &[u8]) -> Option<String> {
-    if raw.iter().all(|&b| b != b'%' && uri_byte_ok(b)) {
+    if raw.iter().all(|&b| URI_PLAIN[usize::from(b)]) {
         // Plain ASCII: valid UTF-8 and already normal.
         return None;
     }
@@ -303,8 +305,21 @@ pub fn normalize_target(raw: &[u8]) -> Option<String> {
     (out.as_bytes() != raw).then_some(out)
 }
 
+/// Bytes that stand for themselves in a normalised target (`%` excluded: it
+/// starts an escape that may need rewriting), as a table so the check of a
+/// whole target vectorises.
+static URI_PLAIN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0usize;
+    while b < 256 {
+        t[b] = uri_byte_ok(b as u8) && b != b'%' as usize;
+        b += 1;
+    }
+    t
+};
+
 /// A byte that may appear as itself in a normalised request target.
-fn uri_byte_ok(b: u8) -> bool {
+const fn uri_byte_ok(b: u8) -> bool {
     b.is_ascii_graphic()
         && !matches!(
             b,

@@ -1659,13 +1659,13 @@ fn first_token_len(b: &[u8]) -> usize {
         .min(b.len().max(1))
 }
 
-/// The normalised target and, beside it, the target as sent: `raw`, which
-/// is `bytes` as text (lossily when they are not UTF-8; `None`: `raw` itself).
+/// The normalised target and, beside it, the target as sent when it differs
+/// (empty otherwise: nearly every request, which then costs no copy). `raw` is
+/// `bytes` as text (lossily when they are not UTF-8; `None`: `raw` itself).
 fn targets(bytes: Option<&[u8]>, raw: String) -> (String, CompactString) {
-    let raw_target = CompactString::from(raw.as_str());
     match contracts::exchange::normalize_target(bytes.unwrap_or(raw.as_bytes())) {
-        Some(norm) => (norm, raw_target),
-        None => (raw, raw_target),
+        Some(norm) => (norm, CompactString::from(raw)),
+        None => (raw, CompactString::default()),
     }
 }
 
@@ -1685,7 +1685,8 @@ fn may_be_request_line_start(b: &[u8], cfg: &Http1Config) -> bool {
     }
     let t = &b[m + 1..];
     let t = t.strip_suffix(b"\r").unwrap_or(t);
-    t.iter().all(|&c| c == b' ' || c == b'\t' || c.is_ascii_graphic() || c >= 0x80)
+    t.iter()
+        .all(|&c| c == b' ' || c == b'\t' || c.is_ascii_graphic() || c >= 0x80)
 }
 
 fn kind_of(i: usize) -> Kind {

@@ -1746,3 +1746,60 @@ fn a_response_captured_slightly_before_its_request_still_answers_it() {
     assert!(out[0].anomalies.unanswered);
     assert_eq!(st.orphan_responses, 1);
 }
+
+/// Random conversations built from the shapes recorded from their request
+/// line (HTTP/0.9, missing targets, bad header lines, oversized heads, early
+/// answers, bare responses, CONNECT), split at random points, with gaps and
+/// ends: no panic, exchanges in order, every exchange counted, memory bounded.
+#[test]
+fn random_odd_request_shapes_keep_the_invariants() {
+    const PIECES: &[&[u8]] = &[
+        b"GET /old\r\n",
+        b"GET HTTP/1.1\r\n",
+        b"GET /two words HTTP/1.1\r\n",
+        b"CCM_POST /c HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi",
+        b"No colon here\r\n",
+        b"Host: a\r\n",
+        b"\r\n",
+        b"CONNECT h:443 HTTP/1.1\r\n\r\n",
+        b"\x16\x03\x01\x00\x05hello",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nA",
+        b"HTTP/1.1 400 Bad Request\r\n\r\n",
+        b"HTTP/1.1 200 Connection Established\r\n\r\n",
+        b"<html>bare body</html>",
+        b"X-Pad: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n",
+    ];
+    let cfg = fuzz_cfg();
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for _ in 0..3000 {
+        let mut evs = Vec::new();
+        let mut ts = 1_000u64;
+        for _ in 0..(next() % 24) {
+            ts += next() % 3_000_000;
+            let dir = if next() % 2 == 0 { C2S } else { S2C };
+            match next() % 10 {
+                0 => evs.push(Ev::Gap(dir, 1 + next() % 300, ts)),
+                1 => evs.push(Ev::End(dir, EndKind::Fin, ts)),
+                _ => {
+                    let p = PIECES[(next() % PIECES.len() as u64) as usize];
+                    let cut = (next() % (p.len() as u64 + 1)) as usize;
+                    evs.push(Ev::Data(dir, p[..cut].to_vec(), ts));
+                    evs.push(Ev::Data(dir, p[cut..].to_vec(), ts + 1));
+                }
+            }
+        }
+        evs.push(Ev::Close(CloseReason::EndOfCapture, ts + 10));
+        let (out, st) = run_cfg(&cfg, &evs);
+        for w in out.windows(2) {
+            assert!(w[0].seq_on_flow < w[1].seq_on_flow, "{evs:#?}\n{out:#?}");
+        }
+        assert_eq!(st.exchanges, out.len() as u64);
+        assert!(st.malformed_requests + st.http09_requests <= st.requests);
+    }
+}
