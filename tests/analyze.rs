@@ -35,6 +35,9 @@ fn analyze(args: &[&str]) -> Output {
 struct View {
     method: String,
     target: String,
+    /// The target as sent (the expected files give it where it differs from
+    /// the normalised `target`).
+    raw_target: String,
     status: Option<u64>,
     request_body_len: u64,
     response_body_len: Option<u64>,
@@ -58,9 +61,13 @@ fn expected_views(path: &Path) -> Vec<View> {
             anomalies.insert("unanswered".into());
         }
         let status = v["status"].as_u64();
+        let target = v["target"].as_str().unwrap_or_default().to_string();
         out.push(View {
             method: v["method"].as_str().unwrap_or_default().to_string(),
-            target: v["target"].as_str().unwrap_or_default().to_string(),
+            raw_target: v["raw_target"]
+                .as_str()
+                .map_or_else(|| target.clone(), String::from),
+            target,
             status,
             request_body_len: v["request_body_len"].as_u64().unwrap_or(0),
             response_body_len: status.map(|_| v["response_body_len"].as_u64().unwrap_or(0)),
@@ -84,15 +91,20 @@ fn actual_views(jsonl: &str) -> Vec<View> {
                         .collect()
                 })
                 .unwrap_or_default();
+            let target = v["request"]["target"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
             View {
                 method: v["request"]["method"]
                     .as_str()
                     .unwrap_or_default()
                     .to_string(),
-                target: v["request"]["target"]
+                raw_target: v["request"]["raw_target"]
                     .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
+                    .filter(|r| !r.is_empty())
+                    .map_or_else(|| target.clone(), String::from),
+                target,
                 status: v["response"]["status"].as_u64(),
                 request_body_len: v["request"]["body"]["decoded_len"].as_u64().unwrap_or(0),
                 response_body_len: v["response"]["body"]["decoded_len"].as_u64(),
@@ -170,6 +182,18 @@ fn every_fixture_gives_its_expected_exchanges() {
                     pcap.display(),
                     got["parse_errors"]
                 ));
+            }
+            // Exact values of HTTP counters (`counters.http.NAME` in the summary).
+            if let Some(http) = want["http"].as_object() {
+                for (name, n) in http {
+                    let have = &got["counters"]["http"][name];
+                    if have != n {
+                        failures.push(format!(
+                            "{}: counter http.{name} is {have}, expected {n}",
+                            pcap.display()
+                        ));
+                    }
+                }
             }
             if let Some(n) = want["exchanges"].as_u64() {
                 if got["exchanges"].as_u64() != Some(n) {
@@ -513,4 +537,131 @@ fn tshark_agrees_on_method_target_status() {
         compared += seq.len();
     }
     assert!(compared > 20, "too few exchanges compared: {compared}");
+}
+
+/// The HTTP edge-case fixtures (recorded against Python's http.server, nginx
+/// and a strict server, plus the synthesised reordering and gap cases), one
+/// row per expected exchange: found or not, and whether method, raw target
+/// and status match. Printed for the record (`--nocapture`); every row must
+/// match. The last column is what tshark shows for the same request line.
+#[test]
+fn edge_case_table() {
+    let fixtures = [
+        ("real", "edge_stdlib"),
+        ("real", "edge_nginx"),
+        ("real", "edge_strict"),
+        ("synth", "tcp_reorder_status"),
+        ("synth", "tcp_gap_body_status"),
+        ("synth", "tcp_gap_resync"),
+        ("synth", "http_hostile"),
+        ("synth", "http_connect"),
+    ];
+    let tshark = Command::new("tshark").arg("--version").output().is_ok();
+    let mut rows = vec![format!(
+        "{:<20} {:<18} {:<9} {:<42} {:>4}/{:<4} {:<5} {:<6} {:<6} {:<6} tshark",
+        "fixture",
+        "case",
+        "method",
+        "raw target",
+        "exp",
+        "got",
+        "found",
+        "method",
+        "target",
+        "status"
+    )];
+    let (mut total, mut matched) = (0, 0);
+    for (dir, name) in fixtures {
+        let pcap = root()
+            .join("fixtures")
+            .join(dir)
+            .join(format!("{name}.pcap"));
+        let exp_path = root()
+            .join("fixtures/expected")
+            .join(format!("{name}.jsonl"));
+        let expected = expected_views(&exp_path);
+        let cases: Vec<String> = std::fs::read_to_string(&exp_path)
+            .expect("expected file")
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .enumerate()
+            .map(|(k, l)| {
+                let v: Value = serde_json::from_str(l).expect("json");
+                v["case"]
+                    .as_str()
+                    .map_or_else(|| format!("#{}", k + 1), String::from)
+            })
+            .collect();
+        let (out, actual) = run_views(&pcap, &[]);
+        assert!(out.status.success(), "{name}: analyze failed");
+        let seen = if tshark {
+            tshark_sequence(&pcap).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        // Expected exchanges are in request order; find each one among ours
+        // (same method and raw target, first unused).
+        let mut used = vec![false; actual.len()];
+        for (e, case) in expected.iter().zip(&cases) {
+            total += 1;
+            let hit = actual.iter().enumerate().position(|(k, a)| {
+                !used[k] && a.method == e.method && a.raw_target == e.raw_target
+            });
+            let (found, m, t, s) = match hit {
+                Some(k) => {
+                    used[k] = true;
+                    let a = &actual[k];
+                    (
+                        true,
+                        a.method == e.method,
+                        a.target == e.target,
+                        a.status == e.status,
+                    )
+                }
+                None => (false, false, false, false),
+            };
+            if found && m && t && s {
+                matched += 1;
+            }
+            let ts = seen
+                .iter()
+                .find(|(_, m, u, _)| *m == e.method && *u == e.raw_target)
+                .map_or_else(
+                    || "-".to_string(),
+                    |(_, _, _, st)| {
+                        if st.is_empty() {
+                            "no status".into()
+                        } else {
+                            st.clone()
+                        }
+                    },
+                );
+            let yn = |b: bool| if b { "yes" } else { "NO" };
+            let shown: String = e.raw_target.chars().take(42).collect();
+            rows.push(format!(
+                "{:<20} {:<18} {:<9} {:<42} {:>4}/{:<4} {:<5} {:<6} {:<6} {:<6} {}",
+                name,
+                case,
+                e.method,
+                shown,
+                e.status.map_or_else(|| "-".into(), |s| s.to_string()),
+                hit.and_then(|k| actual[k].status)
+                    .map_or_else(|| "-".into(), |s| s.to_string()),
+                yn(found),
+                yn(m),
+                yn(t),
+                yn(s),
+                ts
+            ));
+        }
+        rows.push(format!(
+            "{:<20} exchanges expected {} found {}",
+            name,
+            expected.len(),
+            actual.len()
+        ));
+    }
+    println!("{}", rows.join("\n"));
+    println!("{matched} of {total} expected exchanges matched on method, target and status");
+    assert_eq!(matched, total, "{}", rows.join("\n"));
 }

@@ -343,6 +343,9 @@ pub fn redact_exchange(ex: &crate::Exchange, cfg: &RedactionConfig) -> crate::Ex
         return out;
     }
     out.request.target = redact_target(&r, &ex.request.target);
+    if !ex.request.raw_target.is_empty() {
+        out.request.raw_target = redact_target(&r, &ex.request.raw_target).into();
+    }
     redact_headers(&r, &mut out.request.headers);
     redact_body(&r, &mut out.request.body, &ex.request.headers);
     if let Some(resp) = out.response.as_mut() {
@@ -413,29 +416,166 @@ fn redact_pairs(r: &Redactor, query: &str) -> String {
         .join("&")
 }
 
+/// Redacts a request target: sensitive query values, and path segments that
+/// are secrets or personal data. Routing information stays: ordinary
+/// identifiers (numbers, UUIDs, ULIDs, hex object ids, short random ids) are
+/// kept, since templates already tell them apart and the path is how an
+/// exchange is found again; only credentials (JWT, bearer, PEM, long random
+/// tokens), personal data (emails, card numbers with a card-network prefix,
+/// IBANs) and random-looking values right after a segment that names a
+/// secret (`/reset-token/<x>`, `/sessions/<x>`) are replaced. Matrix
+/// parameters with a sensitive name (`;jsessionid=...`) are dropped.
 fn redact_target(r: &Redactor, target: &str) -> String {
     let (path, query) = match target.split_once('?') {
         Some((p, q)) => (p, Some(q)),
         None => (target, None),
     };
-    let path: Vec<String> = path
-        .split('/')
-        .map(|seg| {
-            // Matrix parameters (;jsessionid=...) and personal data in segments.
-            let seg = seg.split(';').next().unwrap_or(seg);
-            if secret_kind(seg).is_some() || decoded_secret(seg) {
-                REDACTED.to_owned()
-            } else {
-                seg.to_owned()
+    let mut out = String::with_capacity(target.len());
+    let mut prev: Option<&str> = None;
+    for (k, seg) in path.split('/').enumerate() {
+        if k > 0 {
+            out.push('/');
+        }
+        let mut params = seg.split(';');
+        let base = params.next().unwrap_or(seg);
+        if path_segment_is_secret(r, prev, base) {
+            out.push_str(REDACTED);
+        } else {
+            out.push_str(base);
+        }
+        for param in params {
+            let (name, value) = param.split_once('=').unwrap_or((param, ""));
+            if r.sensitive_name(&percent_decode(name)) {
+                continue;
             }
-        })
-        .collect();
-    let mut out = path.join("/");
+            out.push(';');
+            out.push_str(name);
+            if param.contains('=') {
+                out.push('=');
+                if redact_value(r, name, value) {
+                    out.push_str(REDACTED);
+                } else {
+                    out.push_str(value);
+                }
+            }
+        }
+        if !base.is_empty() {
+            prev = Some(base);
+        }
+    }
     if let Some(q) = query {
         out.push('?');
         out.push_str(&redact_pairs(r, q));
     }
     out
+}
+
+/// Path segments whose name announces that the next segment is a secret
+/// (besides the names [`Redactor::sensitive_name`] recognises).
+const SECRET_CONTEXT_SEGMENTS: &[&str] = &[
+    "reset",
+    "verify",
+    "verification",
+    "confirm",
+    "activate",
+    "activation",
+    "invite",
+    "invitation",
+    "magic",
+    "unsubscribe",
+    "keys",
+    "apikeys",
+    "tokens",
+    "secrets",
+];
+
+/// Whether one path segment (matrix parameters removed) must be redacted;
+/// `prev` is the segment before it.
+fn path_segment_is_secret(r: &Redactor, prev: Option<&str>, seg: &str) -> bool {
+    if seg.len() < 6 {
+        return false;
+    }
+    let decoded;
+    let seg = if seg.contains('%') {
+        decoded = percent_decode(seg);
+        decoded.as_str()
+    } else {
+        seg
+    };
+    match secret_kind(seg) {
+        Some(
+            SecretKind::Jwt
+            | SecretKind::Pem
+            | SecretKind::Credential
+            | SecretKind::Email
+            | SecretKind::Iban
+            | SecretKind::SecretField,
+        ) => true,
+        Some(SecretKind::Card) => card_network_prefix(seg),
+        Some(SecretKind::Token) | None => {
+            let tokenish = seg.len() >= 16 && !is_uuid(seg.as_bytes()) && random_like(seg);
+            if !tokenish {
+                return false;
+            }
+            let named_secret = prev.is_some_and(|p| {
+                let lower = p.to_ascii_lowercase();
+                r.sensitive_name(p)
+                    || SECRET_CONTEXT_SEGMENTS
+                        .iter()
+                        .any(|c| lower.split(['-', '_', '.']).any(|w| w == *c))
+            });
+            // Long random strings are credentials wherever they are (API
+            // keys, signed links); hex is left out: digests and object ids.
+            let long_key = seg.len() >= 32 && !seg.bytes().all(|c| c.is_ascii_hexdigit());
+            named_secret || long_key
+        }
+    }
+}
+
+/// Random-looking by shape, hex digests and ids included (which
+/// [`crate::shape::looks_random`] may not flag).
+fn random_like(s: &str) -> bool {
+    crate::shape::looks_random(s)
+        || (s.len() >= 16
+            && s.bytes().all(|c| c.is_ascii_hexdigit())
+            && s.bytes().any(|c| c.is_ascii_digit()))
+}
+
+/// A Luhn-valid number is a card number in a path only with the prefix and
+/// length of a card network (Visa, Mastercard, Amex, Discover, JCB, Diners,
+/// UnionPay, Maestro): long numeric ids (snowflakes, order numbers) pass the
+/// Luhn check one time in ten and must stay.
+fn card_network_prefix(t: &str) -> bool {
+    let d: Vec<u8> = t
+        .bytes()
+        .filter(u8::is_ascii_digit)
+        .map(|c| c - b'0')
+        .collect();
+    let n = d.len();
+    let p = |k: usize| d.iter().take(k).fold(0u32, |a, &x| a * 10 + u32::from(x));
+    match d.first() {
+        Some(4) => matches!(n, 13 | 16 | 19),
+        Some(5) => {
+            (51..=55).contains(&p(2)) && n == 16
+                || (p(1) == 5 && (12..=19).contains(&n) && matches!(p(2), 50 | 56..=58))
+        }
+        Some(2) => (2221..=2720).contains(&p(4)) && n == 16,
+        Some(3) => {
+            (matches!(p(2), 34 | 37) && n == 15)
+                || ((3528..=3589).contains(&p(4)) && (16..=19).contains(&n))
+                || ((matches!(p(2), 36 | 38 | 39) || (300..=305).contains(&p(3)))
+                    && (14..=19).contains(&n))
+        }
+        Some(6) => {
+            (p(4) == 6011
+                || p(2) == 65
+                || (644..=649).contains(&p(3))
+                || p(2) == 62
+                || matches!(p(2), 63 | 67))
+                && (16..=19).contains(&n)
+        }
+        _ => false,
+    }
 }
 
 fn redact_json(r: &Redactor, key: &str, v: &mut serde_json::Value) {
@@ -508,6 +648,53 @@ mod exchange_tests {
     }
 
     #[test]
+    fn path_redaction_keeps_identifiers_and_removes_secrets() {
+        let r = Redactor::new(&RedactionConfig::default());
+        // A Luhn-valid 19-digit snowflake id, and one that is not.
+        let snowflake = (0..10u32)
+            .map(|d| format!("154181560360603648{d}"))
+            .find(|s| is_card(s))
+            .expect("a Luhn-valid snowflake");
+        for keep in [
+            "/api/v1/payments/01HZ9KVS80EK132SMTNCHVDQ3T",
+            "/api/v1/accounts/eb109491-9e46-5589-8510-c1680a232ecd/transactions/e1174cdcd7addc9cf2513d22",
+            "/repos/stoa/commits/3f786850e387550fdab836ed7e6dc881de23001b",
+            &format!("/tweets/{snowflake}"),
+            "/customers/cus_NffrFeUfNV2Hib/orders/1234",
+            "/docs/getting-started-with-the-api;v=2",
+            "/api/v1/orders/42?page=2",
+        ] {
+            assert_eq!(redact_target(&r, keep), keep);
+        }
+        for (secret, want) in [
+            (
+                "/api/v1/customers/mila.silva.1001@mail.example.org/preferences",
+                "/api/v1/customers/<redacted>/preferences",
+            ),
+            ("/cards/4111111111111111", "/cards/<redacted>"),
+            (
+                "/reset-password/a8Fk29xLq0Zm3Nv7Rt5W",
+                "/reset-password/<redacted>",
+            ),
+            (
+                "/invite/3f786850e387550fdab836ed7e6dc881",
+                "/invite/<redacted>",
+            ),
+            (
+                "/hooks/Zx9kLq2Wm8Np4Rt6Vb1Yc3Hd5Jf7Gs0Ka2Qe4",
+                "/hooks/<redacted>",
+            ),
+            (
+                "/v/eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl/x",
+                "/v/<redacted>/x",
+            ),
+            ("/cart;jsessionid=ABC123DEF;v=1", "/cart;v=1"),
+        ] {
+            assert_eq!(redact_target(&r, secret), want);
+        }
+    }
+
+    #[test]
     fn secrets_leave_no_trace_in_a_redacted_exchange() {
         let jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlLXNpZ25hdHVyZQ";
         let ex = Exchange {
@@ -519,6 +706,7 @@ mod exchange_tests {
             request: Request {
                 method: "POST".into(),
                 target: "/users/alice%40example.com/cards;jsessionid=abc?api_key=k3y-s3cret&page=2&q=bob@example.org".into(),
+                raw_target: "/users/alice%40example.com/cards;jsessionid=abc?api_key=k3y-s3cret&page=2&q=bob@example.org".into(),
                 version: HttpVersion::Http11,
                 headers: vec![
                     Header { name: "Authorization".into(), value: format!("Bearer {jwt}").into() },

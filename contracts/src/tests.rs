@@ -29,6 +29,7 @@ pub(crate) fn req(method: &str, target: &str) -> Ex {
         request: Request {
             method: method.into(),
             target: target.to_string(),
+            raw_target: Default::default(),
             version: HttpVersion::Http11,
             headers: vec![Header {
                 name: "Host".into(),

@@ -48,7 +48,8 @@ pub struct AnalyzeArgs {
     #[arg(long)]
     json: bool,
     /// Write every exchange as one JSON object per line to this file (`-` for
-    /// stdout). Credentials and personal data are redacted (see --raw-exchanges).
+    /// stdout): `request.target` normalised and `request.raw_target` as sent.
+    /// Credentials and personal data are redacted (see --raw-exchanges).
     #[arg(long, value_name = "FILE")]
     exchanges: Option<PathBuf>,
     /// Write exchanges exactly as seen, secrets included (local debugging only).
@@ -219,7 +220,12 @@ impl Consumer {
             return;
         }
         if let Some(w) = self.out.as_mut() {
-            let ex = contracts::redact::redact_exchange(ex, &self.redaction);
+            let mut ex = contracts::redact::redact_exchange(ex, &self.redaction);
+            if ex.request.raw_target.is_empty() {
+                // The engine keeps the target as sent only where it differs
+                // from the normalised one; the output always carries both.
+                ex.request.raw_target = ex.request.target.as_str().into();
+            }
             let r = serde_json::to_writer(&mut *w, &ex)
                 .map_err(std::io::Error::other)
                 .and_then(|()| w.write_all(b"\n"));

@@ -28,7 +28,8 @@ use std::collections::VecDeque;
 
 use crate::flow::{CloseReason, Direction, EndKind};
 use body::{BodyAcc, ChunkLimits, ChunkStep, Chunked};
-use contracts::{Anomalies, Body, Request, Response, Timing};
+use compact_str::CompactString;
+use contracts::{Anomalies, Body, HttpVersion, Request, Response, Timing};
 /// The types of the interface, re-exported for callers that do not depend on `contracts`.
 pub use contracts::{Exchange, FlowId};
 use parse::{Head, Kind, Outcome, ParseError, ReqHead, RespHead};
@@ -95,8 +96,31 @@ pub struct Http1Stats {
     pub pending_overflow: u64,
     /// Connections that switched protocols (101, 2xx to CONNECT).
     pub upgrades: u64,
-    /// Bytes not parsed because the connection switched protocols.
+    /// Bytes not parsed because the connection switched protocols (tunnel
+    /// bytes included).
     pub upgraded_bytes_ignored: u64,
+    /// CONNECT requests the server accepted (2xx): tunnels opened.
+    pub tunnels: u64,
+    /// Tunnel bytes from the client after the server accepted a CONNECT.
+    pub tunnel_bytes_client: u64,
+    /// Tunnel bytes from the server after its 2xx to a CONNECT.
+    pub tunnel_bytes_server: u64,
+    /// Client bytes sent after a CONNECT before its answer (optimistic tunnel
+    /// data such as a TLS ClientHello): counted, not parsed.
+    pub connect_early_bytes: u64,
+    /// HTTP/0.9 requests (a request line without a version).
+    pub http09_requests: u64,
+    /// HTTP/0.9 responses (a bare body delimited by the close, status 0).
+    pub http09_responses: u64,
+    /// Requests recorded from their request line alone (`malformed_request`).
+    pub malformed_requests: u64,
+    /// ...of which the head was over `max_header_bytes` (`head_too_large`).
+    pub head_too_large_requests: u64,
+    /// ...of which the server answered before the head was complete.
+    pub requests_answered_early: u64,
+    /// Responses paired with a request whose first byte the capture shows
+    /// later (the two directions captured slightly out of order).
+    pub reordered_pairs: u64,
     /// Messages with ambiguous framing (CL + TE, differing CLs, odd TE).
     pub ambiguous_framing: u64,
     /// Gap events.
@@ -186,6 +210,35 @@ const MAX_INTERIM: usize = 8;
 const EARLY_CHECK_BYTES: usize = 256;
 /// Buffers larger than this are released after use rather than kept.
 const KEEP_BUFFER_BYTES: usize = 8 * 1024;
+/// How much earlier than its request a response may be captured and still
+/// answer it. Reassembly orders the two directions by acknowledgment, so the
+/// order of the bytes is right; capture timestamps are not causal across
+/// directions (mirror ports, multi-queue NICs) within the reorder grace.
+const PAIRING_SLACK_NS: Ts = crate::tcp::REORDER_GRACE_NS;
+
+/// Why a request is recorded from its request line alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Loose {
+    /// The parser refused the head (syntax, missing target, too many fields).
+    Refused,
+    /// The head went over `max_header_bytes`.
+    TooLarge,
+    /// Bytes of the head are missing from the capture.
+    Gap,
+    /// The server answered before the head was complete.
+    AnsweredEarly,
+    /// The direction ended inside the head.
+    Ended,
+}
+
+/// What [`Connection::record_loose`] recorded.
+#[derive(Debug, Clone, Copy)]
+struct LooseRecord {
+    /// Length of the request line with its LF, when it was complete.
+    line_len: Option<usize>,
+    /// An HTTP/0.9 request (a valid message, not an error).
+    http09: bool,
+}
 
 /// How the body of the message in progress ends.
 #[derive(Debug)]
@@ -217,6 +270,10 @@ enum State {
     Body(Box<CurMsg>),
     /// Looking for the next start line.
     Resync,
+    /// Skipping the rest of a request head recorded from its request line,
+    /// up to the empty line that ends it; `line_empty`: the current line has
+    /// held nothing but CR so far.
+    SkipHead { line_empty: bool },
     /// The direction ended (FIN, RST, close).
     Ended,
     /// The connection switched protocols: bytes are counted, not parsed.
@@ -286,6 +343,13 @@ pub struct Connection {
     resp_desync: bool,
     /// An unanswered request was pushed out of a full queue.
     pairing_uncertain: bool,
+    /// A CONNECT waits for its answer: client bytes are not parsed meanwhile.
+    connect_waiting: bool,
+    /// Parsing stopped because a CONNECT tunnel opened (bytes are tunnel bytes).
+    tunnel: bool,
+    /// An HTTP/0.9 or malformed request was queued: a response may have no
+    /// status line (servers answer both HTTP/0.9-style).
+    saw_loose: bool,
     closed: bool,
 }
 
@@ -300,6 +364,9 @@ impl Connection {
             req_desync: false,
             resp_desync: false,
             pairing_uncertain: false,
+            connect_waiting: false,
+            tunnel: false,
+            saw_loose: false,
             closed: false,
         }
     }
@@ -327,7 +394,6 @@ impl Connection {
         out: &mut Vec<Exchange>,
         stats: &mut Http1Stats,
     ) {
-        let _ = cfg;
         if len == 0 {
             return;
         }
@@ -338,6 +404,7 @@ impl Connection {
         enum Next {
             Nothing,
             Resync,
+            LooseThenResync,
             Complete { resync: bool },
         }
         let side = &mut self.sides[i];
@@ -347,6 +414,9 @@ impl Connection {
                 stats.upgraded_bytes_ignored = stats.upgraded_bytes_ignored.saturating_add(len);
                 Next::Nothing
             }
+            State::Idle if i == REQ && !side.hdr.is_empty() => Next::LooseThenResync,
+            // The empty line ending the head may be in the hole.
+            State::SkipHead { .. } => Next::Resync,
             State::Resync => {
                 // The partial line before the gap cannot join what follows it.
                 stats.resync_skipped_bytes += side.carry.len() as u64;
@@ -399,6 +469,14 @@ impl Connection {
         match next {
             Next::Nothing => {}
             Next::Resync => self.gap_resync(i, stats),
+            Next::LooseThenResync => {
+                // The request line before the hole is on the wire: record it.
+                let buf = std::mem::take(&mut self.sides[REQ].hdr);
+                let first_ts = self.sides[REQ].hdr_ts;
+                self.record_loose(cfg, &buf, Loose::Gap, first_ts, ts, out, stats);
+                stats.resync_skipped_bytes += buf.len() as u64;
+                self.gap_resync(i, stats);
+            }
             Next::Complete { resync } => {
                 self.complete(i, ts, out, stats);
                 if resync {
@@ -418,13 +496,12 @@ impl Connection {
         out: &mut Vec<Exchange>,
         stats: &mut Http1Stats,
     ) {
-        let _ = (cfg, ts);
         if kind == EndKind::Rst {
             for p in self.queue.iter_mut() {
                 p.anomalies.reset = true;
             }
         }
-        self.end_side(dir.index(), EndMode::End, stats);
+        self.end_side(cfg, dir.index(), EndMode::End, ts, out, stats);
         self.try_emit(out, stats);
     }
 
@@ -437,13 +514,12 @@ impl Connection {
         out: &mut Vec<Exchange>,
         stats: &mut Http1Stats,
     ) {
-        let _ = (cfg, ts);
         if self.closed {
             return;
         }
         let confirmed = reason == CloseReason::Closed;
-        self.end_side(REQ, EndMode::Close { confirmed }, stats);
-        self.end_side(RESP, EndMode::Close { confirmed }, stats);
+        self.end_side(cfg, REQ, EndMode::Close { confirmed }, ts, out, stats);
+        self.end_side(cfg, RESP, EndMode::Close { confirmed }, ts, out, stats);
         self.flush(out, stats);
         self.closed = true;
         self.sides = [Side::default(), Side::default()];
@@ -487,12 +563,34 @@ impl Connection {
             pos = match self.sides[i].state {
                 State::Ended => return,
                 State::Stopped => {
-                    stats.upgraded_bytes_ignored += (data.len() - pos) as u64;
+                    let n = (data.len() - pos) as u64;
+                    stats.upgraded_bytes_ignored += n;
+                    if self.tunnel {
+                        if i == REQ {
+                            stats.tunnel_bytes_client += n;
+                        } else {
+                            stats.tunnel_bytes_server += n;
+                        }
+                    }
+                    return;
+                }
+                State::Idle
+                    if i == REQ
+                        && self.connect_waiting
+                        && self.sides[REQ].hdr.is_empty()
+                        && !data[pos].is_ascii_uppercase() =>
+                {
+                    // Optimistic tunnel data (a TLS ClientHello...) sent
+                    // before the proxy answered: not a request, not an error.
+                    stats.connect_early_bytes += (data.len() - pos) as u64;
                     return;
                 }
                 State::Idle => self.step_idle(cfg, i, data, pos, ts, out, stats),
                 State::Body(_) => self.step_body(cfg, i, data, pos, ts, out, stats),
                 State::Resync => self.step_resync(cfg, i, data, pos, ts, out, stats),
+                State::SkipHead { line_empty } => {
+                    self.step_skip_head(i, line_empty, data, pos, stats)
+                }
             };
         }
     }
@@ -518,6 +616,11 @@ impl Connection {
                 return pos;
             }
             let rest = &data[pos..];
+            if i == RESP {
+                if let Some(end) = self.before_response(cfg, rest, ts, out, stats) {
+                    return pos + end;
+                }
+            }
             match parse::parse_head(kind, rest, cfg) {
                 Outcome::Complete(head, n) => {
                     let res = if n > cfg.max_header_bytes {
@@ -527,6 +630,9 @@ impl Connection {
                     };
                     if let Err(e) = res {
                         // A well-formed head that cannot be used: skip all of it.
+                        if i == REQ {
+                            self.record_loose(cfg, rest, Loose::TooLarge, ts, ts, out, stats);
+                        }
                         self.count_error(i, e, stats);
                         self.enter_resync(i, stats);
                         stats.resync_skipped_bytes += n as u64;
@@ -536,10 +642,13 @@ impl Connection {
                 Outcome::Partial => {
                     if rest.len() > cfg.max_header_bytes {
                         return self.error_skip_start(
+                            cfg,
                             i,
                             ParseError::HeaderTooLarge,
                             data,
                             pos,
+                            ts,
+                            out,
                             stats,
                         );
                     }
@@ -548,7 +657,14 @@ impl Connection {
                     side.hdr_ts = ts;
                     data.len()
                 }
-                Outcome::Error(e) => self.error_skip_start(i, e, data, pos, stats),
+                Outcome::Error(_) if i == REQ && may_be_request_line_start(rest, cfg) => {
+                    // A request line still without its end: wait for it.
+                    let side = &mut self.sides[i];
+                    side.hdr.extend_from_slice(rest);
+                    side.hdr_ts = ts;
+                    data.len()
+                }
+                Outcome::Error(e) => self.error_skip_start(cfg, i, e, data, pos, ts, out, stats),
             }
         } else {
             let rest = &data[pos..];
@@ -565,7 +681,9 @@ impl Connection {
                     side.hdr.extend_from_slice(rest);
                     if side.hdr.len() <= EARLY_CHECK_BYTES {
                         if let Outcome::Error(e) = parse::parse_head(kind, &side.hdr, cfg) {
-                            self.buffered_error(cfg, i, e, true, out, stats);
+                            if !(i == REQ && may_be_request_line_start(&side.hdr, cfg)) {
+                                self.buffered_error(cfg, i, e, true, out, stats);
+                            }
                         }
                     }
                     data.len()
@@ -604,18 +722,47 @@ impl Connection {
     }
 
     /// A parse error on a head starting at `data[pos]` (nothing buffered):
-    /// resync after its first token.
+    /// a request line there is recorded (an HTTP/0.9 request, or a malformed
+    /// one), then resync after that line (or the first token).
+    #[allow(clippy::too_many_arguments)]
     fn error_skip_start(
         &mut self,
+        cfg: &Http1Config,
         i: usize,
         e: ParseError,
         data: &[u8],
         pos: usize,
+        ts: Ts,
+        out: &mut Vec<Exchange>,
         stats: &mut Http1Stats,
     ) -> usize {
+        let rest = &data[pos..];
+        let rec = if i == REQ {
+            let why = if e == ParseError::HeaderTooLarge {
+                Loose::TooLarge
+            } else {
+                Loose::Refused
+            };
+            self.record_loose(cfg, rest, why, ts, ts, out, stats)
+        } else {
+            None
+        };
+        if let Some(LooseRecord {
+            line_len: Some(n),
+            http09: true,
+        }) = rec
+        {
+            return pos + n;
+        }
         self.count_error(i, e, stats);
+        if let Some(n) = rec.and_then(|r| r.line_len) {
+            // A recorded request line: the rest of its head goes too.
+            self.sides[i].state = State::SkipHead { line_empty: true };
+            stats.resync_skipped_bytes += n as u64;
+            return pos + n;
+        }
         self.enter_resync(i, stats);
-        let n = first_token_len(&data[pos..]);
+        let n = first_token_len(rest);
         stats.resync_skipped_bytes += n as u64;
         pos + n
     }
@@ -632,9 +779,39 @@ impl Connection {
         out: &mut Vec<Exchange>,
         stats: &mut Http1Stats,
     ) {
-        self.count_error(i, e, stats);
         let buf = std::mem::take(&mut self.sides[i].hdr);
         let first_ts = self.sides[i].hdr_ts;
+        let rec = if i == REQ {
+            let why = if e == ParseError::HeaderTooLarge {
+                Loose::TooLarge
+            } else {
+                Loose::Refused
+            };
+            self.record_loose(cfg, &buf, why, first_ts, first_ts, out, stats)
+        } else {
+            None
+        };
+        if let Some(LooseRecord {
+            line_len: Some(n),
+            http09: true,
+        }) = rec
+        {
+            // A complete HTTP/0.9 request: what follows it is parsed as usual.
+            if buf.len() > n {
+                self.feed(cfg, i, &buf[n..], first_ts, out, stats);
+            }
+            return;
+        }
+        self.count_error(i, e, stats);
+        if let Some(n) = rec.and_then(|r| r.line_len) {
+            // A recorded request line: the rest of its head goes too.
+            stats.resync_skipped_bytes += n as u64;
+            self.sides[i].state = State::SkipHead { line_empty: true };
+            if buf.len() > n {
+                self.feed(cfg, i, &buf[n..], first_ts, out, stats);
+            }
+            return;
+        }
         self.enter_resync(i, stats);
         let skip = first_token_len(&buf);
         if rescan && buf.len() > skip {
@@ -704,6 +881,35 @@ impl Connection {
                 }
             }
         }
+    }
+
+    /// Skips the rest of a head up to and including its empty line, then
+    /// goes back to parsing messages. Nothing is buffered.
+    fn step_skip_head(
+        &mut self,
+        i: usize,
+        mut line_empty: bool,
+        data: &[u8],
+        pos: usize,
+        stats: &mut Http1Stats,
+    ) -> usize {
+        let rest = &data[pos..];
+        let mut line_start = 0;
+        for lf in memchr::memchr_iter(b'\n', rest) {
+            if line_empty && rest[line_start..lf].iter().all(|&c| c == b'\r') {
+                stats.resync_skipped_bytes += (lf + 1) as u64;
+                self.sides[i].state = State::Idle;
+                return pos + lf + 1;
+            }
+            line_empty = true;
+            line_start = lf + 1;
+        }
+        let tail_empty = rest[line_start..].iter().all(|&c| c == b'\r');
+        self.sides[i].state = State::SkipHead {
+            line_empty: line_empty && tail_empty,
+        };
+        stats.resync_skipped_bytes += rest.len() as u64;
+        data.len()
     }
 
     /// Looks for a start line, a line at a time; only the current incomplete
@@ -823,58 +1029,21 @@ impl Connection {
         if ambiguous {
             stats.ambiguous_framing += 1;
         }
-        stats.requests += 1;
-        let seq = self.next_seq;
-        self.next_seq = self.next_seq.wrapping_add(1);
-        tracing::debug!(flow = ?self.flow, seq, method = %h.method, "http1 request");
-
-        if self.queue.len() >= cfg.max_pending_requests.max(1) {
-            if let Some(mut old) = self.queue.pop_front() {
-                stats.pending_overflow += 1;
-                match (&old.response, old.resp_done) {
-                    (None, _) => self.pairing_uncertain = true,
-                    (Some(_), false) => old.anomalies.truncated = true,
-                    (Some(_), true) => {}
-                }
-                let x = self.exchange(old, stats);
-                out.push(x);
-            }
-        }
-
-        let is_head = h.method == "HEAD";
-        let is_connect = h.method == "CONNECT";
-        let heap = heap_len(&h.method) + h.target.capacity() + headers_heap(&h.headers);
+        let (target, raw_target) = targets(None, h.target);
         let request = Request {
             method: h.method,
-            target: h.target,
+            target,
+            raw_target,
             version: h.version,
             headers: h.headers,
             body: Body::default(),
         };
         let anomalies = Anomalies {
             ambiguous_framing: ambiguous,
-            gap: self.req_desync || self.pairing_uncertain,
             ..Anomalies::default()
         };
         let done = framing.is_none();
-        self.queue.push_back(Pending {
-            seq,
-            request,
-            req_done: done,
-            response: None,
-            resp_done: false,
-            interim: Vec::new(),
-            is_head,
-            is_connect,
-            timing: Timing {
-                request_first_ns: first_ts,
-                request_last_ns: ts,
-                response_first_ns: None,
-                response_last_ns: None,
-            },
-            anomalies,
-            heap,
-        });
+        let seq = self.push_request(cfg, request, anomalies, done, first_ts, ts, out, stats);
         if let Some(framing) = framing {
             let hint = match framing {
                 Framing::Length(n) => n,
@@ -894,6 +1063,206 @@ impl Connection {
         Ok(())
     }
 
+    /// Queues a request (pushing out the oldest when the pipelining bound is
+    /// reached) and returns its sequence number.
+    #[allow(clippy::too_many_arguments)]
+    fn push_request(
+        &mut self,
+        cfg: &Http1Config,
+        request: Request,
+        mut anomalies: Anomalies,
+        req_done: bool,
+        first_ts: Ts,
+        ts: Ts,
+        out: &mut Vec<Exchange>,
+        stats: &mut Http1Stats,
+    ) -> u32 {
+        stats.requests += 1;
+        let seq = self.next_seq;
+        self.next_seq = self.next_seq.wrapping_add(1);
+        tracing::debug!(flow = ?self.flow, seq, method = %request.method, "http1 request");
+
+        if self.queue.len() >= cfg.max_pending_requests.max(1) {
+            if let Some(mut old) = self.queue.pop_front() {
+                stats.pending_overflow += 1;
+                match (&old.response, old.resp_done) {
+                    (None, _) => self.pairing_uncertain = true,
+                    (Some(_), false) => old.anomalies.truncated = true,
+                    (Some(_), true) => {}
+                }
+                let x = self.exchange(old, stats);
+                out.push(x);
+            }
+        }
+        let is_head = request.method == "HEAD";
+        let is_connect = request.method == "CONNECT";
+        self.connect_waiting |= is_connect;
+        self.saw_loose |= request.version == HttpVersion::Http09 || anomalies.malformed_request;
+        anomalies.gap |= self.req_desync || self.pairing_uncertain;
+        let heap = heap_len(&request.method)
+            + request.target.capacity()
+            + heap_len(&request.raw_target)
+            + headers_heap(&request.headers);
+        self.queue.push_back(Pending {
+            seq,
+            request,
+            req_done,
+            response: None,
+            resp_done: false,
+            interim: Vec::new(),
+            is_head,
+            is_connect,
+            timing: Timing {
+                request_first_ns: first_ts,
+                request_last_ns: ts,
+                response_first_ns: None,
+                response_last_ns: None,
+            },
+            anomalies,
+            heap,
+        });
+        seq
+    }
+
+    /// Records the request line at the start of `buf` as a request of its
+    /// own, for a head that cannot be parsed in full (see [`Loose`]); a
+    /// complete line without a version is an HTTP/0.9 request. `None` when
+    /// `buf` does not start with a request line.
+    #[allow(clippy::too_many_arguments)]
+    fn record_loose(
+        &mut self,
+        cfg: &Http1Config,
+        buf: &[u8],
+        why: Loose,
+        first_ts: Ts,
+        ts: Ts,
+        out: &mut Vec<Exchange>,
+        stats: &mut Http1Stats,
+    ) -> Option<LooseRecord> {
+        let line = parse::loose_request_line(buf, cfg.max_line_bytes.max(64))?;
+        let http09 = line.version.is_none() && line.line_len.is_some();
+        let mut anomalies = Anomalies::default();
+        if http09 {
+            anomalies.http09 = true;
+            stats.http09_requests += 1;
+        } else {
+            anomalies.malformed_request = true;
+            stats.malformed_requests += 1;
+            match why {
+                Loose::TooLarge => {
+                    anomalies.head_too_large = true;
+                    stats.head_too_large_requests += 1;
+                }
+                Loose::Gap => anomalies.gap = true,
+                Loose::AnsweredEarly => stats.requests_answered_early += 1,
+                Loose::Ended => anomalies.truncated = true,
+                Loose::Refused => {}
+            }
+        }
+        let raw = String::from_utf8_lossy(line.target);
+        let (target, raw_target) = targets(Some(line.target), raw.into_owned());
+        let request = Request {
+            method: CompactString::from(String::from_utf8_lossy(line.method)),
+            target,
+            raw_target,
+            version: line.version.unwrap_or(HttpVersion::Http09),
+            headers: Vec::new(),
+            body: Body::default(),
+        };
+        tracing::debug!(flow = ?self.flow, ?why, http09, "http1 request from its request line");
+        self.push_request(cfg, request, anomalies, true, first_ts, ts, out, stats);
+        Some(LooseRecord {
+            line_len: line.line_len,
+            http09,
+        })
+    }
+
+    /// At the start of a response (`rest` at a response boundary): a request
+    /// head still incomplete on the other side was answered early, so it is
+    /// recorded from its request line; and the answer to an HTTP/0.9 request
+    /// (or to a malformed one the server read as HTTP/0.9, as Python's
+    /// http.server does with `GET HTTP/1.1`) may be a bare body without a
+    /// status line: status 0, delimited by the close. Returns the bytes
+    /// consumed when this opened such a response.
+    fn before_response(
+        &mut self,
+        cfg: &Http1Config,
+        rest: &[u8],
+        ts: Ts,
+        out: &mut Vec<Exchange>,
+        stats: &mut Http1Stats,
+    ) -> Option<usize> {
+        if !self.sides[REQ].hdr.is_empty()
+            && matches!(self.sides[REQ].state, State::Idle)
+            && self.queue.iter().all(|p| p.response.is_some())
+        {
+            let buf = std::mem::take(&mut self.sides[REQ].hdr);
+            let first_ts = self.sides[REQ].hdr_ts;
+            let rec = self.record_loose(
+                cfg,
+                &buf,
+                Loose::AnsweredEarly,
+                first_ts,
+                first_ts,
+                out,
+                stats,
+            );
+            match rec {
+                Some(r) if r.http09 => {
+                    if let Some(n) = r.line_len.filter(|&n| n < buf.len()) {
+                        self.feed(cfg, REQ, &buf[n..], first_ts, out, stats);
+                    }
+                }
+                Some(r) => match r.line_len {
+                    Some(n) => {
+                        // The rest of that head is skipped, what is buffered and
+                        // what is still to come.
+                        stats.resync_skipped_bytes += n as u64;
+                        self.sides[REQ].state = State::SkipHead { line_empty: true };
+                        if buf.len() > n {
+                            self.feed(cfg, REQ, &buf[n..], first_ts, out, stats);
+                        }
+                    }
+                    None => {
+                        self.enter_resync(REQ, stats);
+                        stats.resync_skipped_bytes += buf.len() as u64;
+                    }
+                },
+                None => self.sides[REQ].hdr = buf,
+            }
+        }
+        if !self.saw_loose || parse::may_be_status_line(rest) {
+            return None;
+        }
+        let p = self.queue.iter_mut().find(|p| p.response.is_none())?;
+        let loose = p.request.version == HttpVersion::Http09 || p.anomalies.malformed_request;
+        if !loose || ts.saturating_add(PAIRING_SLACK_NS) < p.timing.request_first_ns {
+            return None;
+        }
+        stats.responses += 1;
+        stats.http09_responses += 1;
+        p.response = Some(Response {
+            status: 0,
+            reason: CompactString::default(),
+            version: HttpVersion::Http09,
+            headers: Vec::new(),
+            body: Body::default(),
+            interim: std::mem::take(&mut p.interim),
+        });
+        p.timing.response_first_ns = Some(ts);
+        p.timing.response_last_ns = Some(ts);
+        let seq = p.seq;
+        self.sides[RESP].state = State::Body(Box::new(CurMsg {
+            target: Some(seq),
+            framing: Framing::UntilClose,
+            body: BodyAcc::new(cfg, parse::Codings::Identity, true, 0),
+            gap: false,
+            truncated: false,
+            last_ts: ts,
+        }));
+        Some(0)
+    }
+
     fn on_response_head(
         &mut self,
         cfg: &Http1Config,
@@ -905,12 +1274,21 @@ impl Connection {
     ) -> Result<(), ParseError> {
         let status = h.status;
         // The oldest request without a final response, unless the response
-        // started before that request did (then it cannot answer it).
+        // started before that request did (then it cannot answer it). Stream
+        // order is certain, capture time across directions only nearly so:
+        // a response captured a little before its request still answers it.
         let idx = self
             .queue
             .iter()
             .position(|p| p.response.is_none())
-            .filter(|&k| first_ts >= self.queue[k].timing.request_first_ns);
+            .filter(|&k| {
+                first_ts.saturating_add(PAIRING_SLACK_NS) >= self.queue[k].timing.request_first_ns
+            });
+        if let Some(k) = idx {
+            if first_ts < self.queue[k].timing.request_first_ns {
+                stats.reordered_pairs += 1;
+            }
+        }
 
         if (100..200).contains(&status) && status != 101 {
             stats.interim_responses += 1;
@@ -925,7 +1303,12 @@ impl Connection {
         let (is_head, is_connect) = idx
             .and_then(|k| self.queue.get(k))
             .map_or((false, false), |p| (p.is_head, p.is_connect));
-        let upgraded = status == 101 || (is_connect && (200..300).contains(&status));
+        let tunnel = is_connect && (200..300).contains(&status);
+        let upgraded = status == 101 || tunnel;
+        if is_connect {
+            // Answered: the client's bytes are parsed (refused) or tunnel bytes.
+            self.connect_waiting = false;
+        }
         let info = h.info;
         let bodyless =
             upgraded || is_head || (100..200).contains(&status) || status == 204 || status == 304;
@@ -958,7 +1341,15 @@ impl Connection {
                 p.timing.response_last_ns = Some(ts);
                 p.anomalies.ambiguous_framing |= ambiguous;
                 p.anomalies.gap |= desync;
-                Some(p.seq)
+                let gap_damaged = p.anomalies.malformed_request && p.anomalies.gap;
+                let seq = p.seq;
+                if gap_damaged && self.queue.iter().all(|p| p.response.is_some()) {
+                    // The answer to the request cut by the gap went by, as
+                    // for an orphan below: later requests pair with later
+                    // responses.
+                    self.req_desync = false;
+                }
+                Some(seq)
             }
             None => {
                 stats.orphan_responses += 1;
@@ -974,12 +1365,17 @@ impl Connection {
 
         if upgraded {
             stats.upgrades += 1;
+            if tunnel {
+                stats.tunnels += 1;
+                self.tunnel = true;
+            }
             if let Some(p) = target.and_then(|s| self.entry_mut(s)) {
                 p.anomalies.upgraded = true;
+                p.anomalies.tunnel = tunnel;
                 p.resp_done = true;
             }
-            tracing::debug!(flow = ?self.flow, status, "http1 protocol switch");
-            self.stop(out, stats);
+            tracing::debug!(flow = ?self.flow, status, tunnel, "http1 protocol switch");
+            self.stop(cfg, ts, out, stats);
             return Ok(());
         }
         match framing {
@@ -1049,7 +1445,15 @@ impl Connection {
     }
 
     /// Ends the parsing of one direction, finishing its message in progress.
-    fn end_side(&mut self, i: usize, mode: EndMode, stats: &mut Http1Stats) {
+    fn end_side(
+        &mut self,
+        cfg: &Http1Config,
+        i: usize,
+        mode: EndMode,
+        ts: Ts,
+        out: &mut Vec<Exchange>,
+        stats: &mut Http1Stats,
+    ) {
         let next = if mode == EndMode::Stop {
             State::Stopped
         } else {
@@ -1058,15 +1462,30 @@ impl Connection {
         let st = std::mem::replace(&mut self.sides[i].state, next);
         let side = &mut self.sides[i];
         let held = (side.hdr.len() + side.carry.len()) as u64;
+        if mode == EndMode::Stop && self.tunnel && !matches!(st, State::Body(_)) {
+            if i == REQ {
+                stats.tunnel_bytes_client += held;
+            } else {
+                stats.tunnel_bytes_server += held;
+            }
+        }
         match st {
             State::Idle if !side.hdr.is_empty() => {
                 if mode == EndMode::Stop {
                     stats.upgraded_bytes_ignored += held;
                 } else {
                     stats.truncated_header_blocks += 1;
+                    if i == REQ {
+                        // A request line whose head never completed is still
+                        // a request: record it (emitted with the rest).
+                        let buf = std::mem::take(&mut self.sides[i].hdr);
+                        let first_ts = self.sides[i].hdr_ts;
+                        let last = ts.max(first_ts);
+                        self.record_loose(cfg, &buf, Loose::Ended, first_ts, last, out, stats);
+                    }
                 }
             }
-            State::Resync => {
+            State::Resync | State::SkipHead { .. } => {
                 if mode == EndMode::Stop {
                     stats.upgraded_bytes_ignored += held;
                 } else {
@@ -1102,9 +1521,9 @@ impl Connection {
 
     /// The connection switched protocols: finish both sides, emit everything,
     /// count later bytes only.
-    fn stop(&mut self, out: &mut Vec<Exchange>, stats: &mut Http1Stats) {
-        self.end_side(REQ, EndMode::Stop, stats);
-        self.end_side(RESP, EndMode::Stop, stats);
+    fn stop(&mut self, cfg: &Http1Config, ts: Ts, out: &mut Vec<Exchange>, stats: &mut Http1Stats) {
+        self.end_side(cfg, REQ, EndMode::Stop, ts, out, stats);
+        self.end_side(cfg, RESP, EndMode::Stop, ts, out, stats);
         self.sides[REQ].state = State::Stopped;
         self.sides[RESP].state = State::Stopped;
         self.flush(out, stats);
@@ -1238,6 +1657,36 @@ fn first_token_len(b: &[u8]) -> usize {
         .count()
         .max(1)
         .min(b.len().max(1))
+}
+
+/// The normalised target and, beside it, the target as sent when it differs
+/// (empty otherwise: nearly every request, which then costs no copy). `raw` is
+/// `bytes` as text (lossily when they are not UTF-8; `None`: `raw` itself).
+fn targets(bytes: Option<&[u8]>, raw: String) -> (String, CompactString) {
+    match contracts::exchange::normalize_target(bytes.unwrap_or(raw.as_bytes())) {
+        Some(norm) => (norm, CompactString::from(raw)),
+        None => (raw, CompactString::default()),
+    }
+}
+
+/// True if `b` may be the start of a request line whose end has not arrived
+/// yet: a method-like word (a letter first, visible ASCII, at most 32 bytes),
+/// a space, then no control byte, no line feed yet, and still short of the
+/// line bound. The full parser refuses some such lines as soon as it sees
+/// them (`GET /two w...`, `GET /old` of HTTP/0.9): they wait for their end so
+/// that they are read the same however the bytes are split.
+fn may_be_request_line_start(b: &[u8], cfg: &Http1Config) -> bool {
+    if b.len() >= cfg.max_line_bytes.max(64) {
+        return false;
+    }
+    let m = b.iter().take_while(|c| c.is_ascii_graphic()).count();
+    if m == 0 || m > 32 || !b[0].is_ascii_alphabetic() || b.get(m) != Some(&b' ') {
+        return false;
+    }
+    let t = &b[m + 1..];
+    let t = t.strip_suffix(b"\r").unwrap_or(t);
+    t.iter()
+        .all(|&c| c == b' ' || c == b'\t' || c.is_ascii_graphic() || c >= 0x80)
 }
 
 fn kind_of(i: usize) -> Kind {

@@ -425,6 +425,98 @@ pub(super) fn find_head_end(buf: &[u8], rest: &[u8]) -> Option<usize> {
     })
 }
 
+/// Longest method token accepted on a request line read loosely.
+const MAX_LOOSE_METHOD_LEN: usize = 32;
+
+/// A request line read without httparse, for requests it refuses (HTTP/0.9,
+/// a missing target, bytes it rejects, a head over the size bound...).
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct LooseLine<'a> {
+    pub method: &'a [u8],
+    /// Empty when the line had none (`GET HTTP/1.1`).
+    pub target: &'a [u8],
+    /// `None` for an HTTP/0.9 line (no version).
+    pub version: Option<HttpVersion>,
+    /// Bytes of the line with its LF, when the LF was within reach.
+    pub line_len: Option<usize>,
+}
+
+/// Reads the first line of `buf` (at most `max_line` bytes of it) as a
+/// request line, loosely: `METHOD SP [target] SP HTTP/x.y` with anything
+/// printable as the target, or `METHOD SP target` (HTTP/0.9). The method must
+/// start with a letter and hold only visible ASCII; an HTTP/0.9 line needs an
+/// upper-case method and a target starting with `/` or `http://` or `https://`
+/// (there is no version to vouch for it). Lines with control bytes are refused:
+/// garbage and binary data never read as requests.
+pub(super) fn loose_request_line(buf: &[u8], max_line: usize) -> Option<LooseLine<'_>> {
+    let window = &buf[..buf.len().min(max_line)];
+    let (line, line_len) = match memchr::memchr(b'\n', window) {
+        Some(k) => (&window[..k], Some(k + 1)),
+        None => (window, None),
+    };
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if line.iter().any(|&c| (c < 0x20 && c != b'\t') || c == 0x7f) {
+        return None;
+    }
+    let ws = |c: &u8| *c == b' ' || *c == b'\t';
+    let mlen = line.iter().position(ws).unwrap_or(line.len());
+    let method = &line[..mlen];
+    if method.is_empty()
+        || method.len() > MAX_LOOSE_METHOD_LEN
+        || !method[0].is_ascii_alphabetic()
+        || !method.iter().all(u8::is_ascii_graphic)
+    {
+        return None;
+    }
+    let rest = trim_ws(&line[mlen..]);
+    if rest.is_empty() {
+        return None;
+    }
+    // The last word, when it is a version, ends the line.
+    let vstart = rest.iter().rposition(ws).map_or(0, |k| k + 1);
+    let last = &rest[vstart..];
+    if let Some(v) = last.strip_prefix(b"HTTP/") {
+        let version = match v {
+            b"0.9" => HttpVersion::Http09,
+            b"1.0" => HttpVersion::Http10,
+            _ => HttpVersion::Http11,
+        };
+        return Some(LooseLine {
+            method,
+            target: trim_ws(&rest[..vstart]),
+            version: Some(version),
+            line_len,
+        });
+    }
+    // HTTP/0.9: one word after the method, and a complete line.
+    let plain_method = method.iter().all(u8::is_ascii_uppercase);
+    let lower_prefix = |p: &[u8]| rest.len() > p.len() && rest[..p.len()].eq_ignore_ascii_case(p);
+    let target_ok = rest[0] == b'/' || lower_prefix(b"http://") || lower_prefix(b"https://");
+    (line_len.is_some() && plain_method && target_ok && !rest.iter().any(ws)).then_some(LooseLine {
+        method,
+        target: rest,
+        version: None,
+        line_len,
+    })
+}
+
+fn trim_ws(mut t: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = t {
+        t = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = t {
+        t = rest;
+    }
+    t
+}
+
+/// True if `buf` can only be the start of an HTTP/1.x status line (or is
+/// too short to tell): an HTTP/0.9 answer is anything else.
+pub(super) fn may_be_status_line(buf: &[u8]) -> bool {
+    let n = buf.len().min(5);
+    buf[..n] == b"HTTP/"[..n]
+}
+
 const KNOWN_METHODS: &[&[u8]] = &[
     b"GET",
     b"HEAD",
@@ -490,8 +582,14 @@ fn request_candidate(line: &[u8]) -> Option<usize> {
         return None;
     }
     let mend = e;
-    while e > 0 && rest[e - 1].is_ascii_uppercase() && mend - e < MAX_METHOD_LEN {
+    while e > 0
+        && (rest[e - 1].is_ascii_uppercase() || matches!(rest[e - 1], b'_' | b'-'))
+        && mend - e < MAX_METHOD_LEN
+    {
         e -= 1;
+    }
+    while e < mend && matches!(rest[e], b'_' | b'-') {
+        e += 1;
     }
     let run = &rest[e..mend];
     if run.is_empty() {
@@ -501,9 +599,18 @@ fn request_candidate(line: &[u8]) -> Option<usize> {
         .iter()
         .filter(|m| run.ends_with(m))
         .max_by_key(|m| m.len());
+    // A known method ending the run starts the line unless the run joins it
+    // with `_` or `-` (`CCM_POST`, `M-SEARCH` are methods of their own).
     let start = match known {
-        Some(m) => mend - m.len(),
-        None => e,
+        Some(m)
+            if !matches!(
+                rest.get((mend - m.len()).wrapping_sub(1)),
+                Some(b'_' | b'-')
+            ) =>
+        {
+            mend - m.len()
+        }
+        _ => e,
     };
     let method = &rest[start..mend];
     let lower_prefix =
@@ -558,6 +665,14 @@ mod tests {
             Some(0)
         );
         assert_eq!(
+            find_candidate(Kind::Request, b"CCM_POST /c HTTP/1.1\r\n"),
+            Some(0)
+        );
+        assert_eq!(
+            find_candidate(Kind::Request, b"junk\x00M-SEARCH * HTTP/1.1\r\n"),
+            Some(5)
+        );
+        assert_eq!(
             find_candidate(Kind::Request, b"CONNECT example.com:443 HTTP/1.1\r\n"),
             Some(0)
         );
@@ -566,6 +681,44 @@ mod tests {
         assert_eq!(find_candidate(Kind::Request, b"GET / HTTP/2.0\r\n"), None);
         assert_eq!(find_candidate(Kind::Request, b"GET / HTTP/1.1"), None);
         assert_eq!(find_candidate(Kind::Request, b" HTTP/1.1\n"), None);
+    }
+
+    #[test]
+    fn loose_request_lines() {
+        let l = |b: &'static [u8]| loose_request_line(b, 8192);
+        let got = l(b"GET /path\r\n").expect("0.9");
+        assert_eq!(
+            (got.method, got.target, got.version),
+            (&b"GET"[..], &b"/path"[..], None)
+        );
+        assert_eq!(got.line_len, Some(11));
+        let got = l(b"GET HTTP/1.1\r\nHost: x\r\n\r\n").expect("no target");
+        assert_eq!((got.method, got.target), (&b"GET"[..], &b""[..]));
+        assert_eq!(got.version, Some(HttpVersion::Http11));
+        let got = l(b"CCM_POST /a b\"c HTTP/1.0\r\n").expect("odd target");
+        assert_eq!(
+            (got.method, got.target),
+            (&b"CCM_POST"[..], &b"/a b\"c"[..])
+        );
+        assert_eq!(got.version, Some(HttpVersion::Http10));
+        let got = l(b"GET /caf\xc3\xa9 HTTP/1.1\r\n").expect("utf-8 target");
+        assert_eq!(got.target, "/caf\u{e9}".as_bytes());
+        // The line need not be complete when a version is there.
+        assert!(l(b"GET /x HTTP/1.1").is_some());
+        // Not requests: garbage, words, bodies, binary, an incomplete 0.9 line.
+        for junk in [
+            &b"hello world\r\n"[..],
+            b"{\"a\":1}\r\n",
+            b"123 /x HTTP/1.1\r\n",
+            b"\x16\x03\x01\x02\x00 HTTP/1.1\r\n",
+            b"GET /path",
+            b"GET\r\n",
+            b"get /x\r\n",
+            b"GET x\r\n",
+            b"GET /a /b\r\n",
+        ] {
+            assert_eq!(l(junk), None, "{:?}", String::from_utf8_lossy(junk));
+        }
     }
 
     #[test]

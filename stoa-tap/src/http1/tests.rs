@@ -558,9 +558,28 @@ fn connect_tunnel_stops_parsing() {
         close(5),
     ]);
     assert_eq!(out.len(), 1);
-    assert!(out[0].anomalies.upgraded);
+    assert!(out[0].anomalies.upgraded && out[0].anomalies.tunnel);
     assert_eq!(out[0].request.method, "CONNECT");
+    assert_eq!(out[0].request.target, "api.example.com:443");
     assert_eq!(st.upgraded_bytes_ignored, 11 + 6);
+    assert_eq!((st.tunnel_bytes_client, st.tunnel_bytes_server), (11, 6));
+    assert_eq!(st.tunnels, 1);
+    assert_eq!(st.parse_errors, 0);
+
+    // A ClientHello sent before the proxy's answer is tunnel data, not an error.
+    let (out, st) = run(&[
+        req(
+            b"CONNECT api.example.com:443 HTTP/1.1\r\n\r\n\x16\x03\x01\x00\x05hello",
+            1,
+        ),
+        resp(b"HTTP/1.1 200 Connection Established\r\n\r\n", 2),
+        req(b"\x17\x03\x03\x00\x01x", 3),
+        close(4),
+    ]);
+    assert_eq!(out.len(), 1);
+    assert!(out[0].anomalies.tunnel);
+    assert_eq!(st.connect_early_bytes, 10);
+    assert_eq!(st.tunnel_bytes_client, 6);
     assert_eq!(st.parse_errors, 0);
 
     // A refused CONNECT is an ordinary exchange.
@@ -795,18 +814,27 @@ fn gap_in_headers_then_resync() {
             b"ost: lost\r\nX: y\r\n\r\nGET /second HTTP/1.1\r\nHost: b\r\n\r\n",
             3,
         ),
-        resp(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 4),
-        close(5),
+        resp(b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n", 4),
+        resp(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 5),
+        close(6),
     ]);
-    assert_eq!(out.len(), 1, "{out:#?}");
-    assert_eq!(out[0].request.target, "/second");
+    // The first request line is on the wire: it is recorded (from its line
+    // alone) and answered first, as the server answers in order.
+    assert_eq!(out.len(), 2, "{out:#?}");
+    assert_eq!(out[0].request.target, "/first");
+    assert!(out[0].anomalies.gap && out[0].anomalies.malformed_request);
+    assert!(out[0].request.headers.is_empty());
+    assert_eq!(response_of(&out[0]).status, 201);
+    assert_eq!(out[1].request.target, "/second");
+    assert_eq!(response_of(&out[1]).status, 200);
     assert!(
-        out[0].anomalies.gap,
+        out[1].anomalies.gap,
         "pairing after a request-side gap is uncertain"
     );
     assert_eq!(st.resyncs, 1);
     assert_eq!(st.resync_skipped_bytes, 30 + 19);
     assert_eq!(st.parse_errors, 0);
+    assert_eq!(st.malformed_requests, 1);
 }
 
 #[test]
@@ -951,14 +979,28 @@ fn huge_header_block_is_an_error_with_bounded_memory() {
     c.on_data(
         &cfg,
         S2C,
-        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\n\r\n\
+          HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
         4,
         &mut out,
         &mut st,
     );
     assert_eq!(st.parse_error_header_too_large, 1);
-    assert_eq!(out.len(), 1);
-    assert_eq!(out[0].request.target, "/after");
+    // The oversized request is recorded from its request line, flagged, with
+    // the server's 431; the next request is parsed normally.
+    assert_eq!(out.len(), 2, "{out:#?}");
+    assert_eq!(
+        (
+            out[0].request.method.as_str(),
+            out[0].request.target.as_str()
+        ),
+        ("GET", "/")
+    );
+    assert!(out[0].anomalies.head_too_large && out[0].anomalies.malformed_request);
+    assert_eq!(response_of(&out[0]).status, 431);
+    assert_eq!(out[1].request.target, "/after");
+    assert!(out[1].anomalies.is_clean());
+    assert_eq!(st.head_too_large_requests, 1);
 
     // The same in one call (zero-copy path).
     let mut big = b"GET / HTTP/1.1\r\n".to_vec();
@@ -1220,8 +1262,16 @@ fn reset_marks_pending_exchanges() {
 #[test]
 fn partial_head_at_close_is_counted() {
     let (out, st) = run(&[req(b"GET /never-finished HTTP/1.1\r\nHo", 1), close(2)]);
-    assert!(out.is_empty());
     assert_eq!(st.truncated_header_blocks, 1);
+    // Its request line was on the wire: recorded, flagged, unanswered.
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].request.target, "/never-finished");
+    let a = out[0].anomalies;
+    assert!(a.malformed_request && a.truncated && a.unanswered);
+    // Bytes that are no request line are only counted.
+    let (out, st) = run(&[req(b"\x16\x03\x01", 1), close(2)]);
+    assert!(out.is_empty());
+    assert_eq!(st.malformed_requests, 0);
 }
 
 #[test]
@@ -1564,4 +1614,192 @@ fn huge_gaps_do_not_overflow() {
     assert_eq!(response_of(&out[0]).body.wire_len, u64::MAX);
     assert!(out[0].anomalies.gap);
     assert_eq!(st.gap_bytes, u64::MAX);
+}
+
+// --------------------------------------------------------------------------
+// Request lines the full parser refuses, early answers, reordered captures
+
+#[test]
+fn http09_request_and_bare_response() {
+    let evs = [
+        req(b"GET /old/page\r\n", 10),
+        resp(b"<html>plain old body</html>", 20),
+        Ev::End(S2C, EndKind::Fin, 30),
+        close(40),
+    ];
+    for evs in [evs.to_vec(), bytewise(&evs)] {
+        let (out, st) = run(&evs);
+        assert_eq!(out.len(), 1, "{out:#?}");
+        let x = &out[0];
+        assert_eq!(x.request.version, HttpVersion::Http09);
+        assert_eq!(
+            (x.request.method.as_str(), x.request.target.as_str()),
+            ("GET", "/old/page")
+        );
+        assert!(x.anomalies.http09 && !x.anomalies.malformed_request);
+        let r = response_of(x);
+        assert_eq!((r.status, r.version), (0, HttpVersion::Http09));
+        assert_eq!(r.body.wire_len, 27);
+        assert!(!x.anomalies.truncated);
+        assert_eq!(
+            (st.http09_requests, st.http09_responses, st.parse_errors),
+            (1, 1, 0)
+        );
+    }
+}
+
+#[test]
+fn http09_request_answered_with_a_status_line() {
+    let (out, _) = run(&[
+        req(b"GET /x\r\n\r\n", 1),
+        resp(
+            b"HTTP/1.1 400 Bad Request\r\nContent-Length: 2\r\n\r\nno",
+            2,
+        ),
+        close(3),
+    ]);
+    assert_eq!(out.len(), 1);
+    assert!(out[0].anomalies.http09);
+    assert_eq!(response_of(&out[0]).status, 400);
+}
+
+#[test]
+fn malformed_request_lines_are_recorded_with_the_servers_status() {
+    let evs = [
+        req(b"GET HTTP/1.1\r\nHost: a\r\n\r\n", 1),
+        resp(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 3\r\n\r\nbad", 2),
+        req(b"GET /two words HTTP/1.1\r\nHost: a\r\n\r\n", 3),
+        resp(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n", 4),
+        req(b"GET /h HTTP/1.1\r\nNo colon here\r\n\r\nCCM_POST /c HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi", 5),
+        resp(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n", 6),
+        resp(b"HTTP/1.1 405 Not Allowed\r\nContent-Length: 0\r\n\r\n", 7),
+        close(8),
+    ];
+    for evs in [evs.to_vec(), bytewise(&evs)] {
+        let (out, st) = run(&evs);
+        let got: Vec<(&str, &str, &str, u16, bool)> = out
+            .iter()
+            .map(|x| {
+                (
+                    x.request.method.as_str(),
+                    x.request.target.as_str(),
+                    x.request.target_as_sent(),
+                    response_of(x).status,
+                    x.anomalies.malformed_request,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("GET", "", "", 400, true),
+                ("GET", "/two%20words", "/two words", 400, true),
+                ("GET", "/h", "/h", 400, true),
+                ("CCM_POST", "/c", "/c", 405, false),
+            ]
+        );
+        assert_eq!(out[3].request.body.wire_len, 2);
+        assert_eq!(st.malformed_requests, 3);
+        assert!(out.iter().all(|x| !x.anomalies.gap));
+    }
+}
+
+#[test]
+fn a_head_answered_before_it_was_complete_is_recorded() {
+    let (out, st) = run(&[
+        req(b"GET /slow HTTP/1.1\r\nX-Pad: aaaaaaaaaaaa", 1),
+        resp(
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\n\r\n",
+            2,
+        ),
+        req(b"aaaa\r\nX-More: b\r\n\r\n", 3),
+        close(4),
+    ]);
+    assert_eq!(out.len(), 1, "{out:#?}");
+    assert_eq!(out[0].request.target, "/slow");
+    assert!(out[0].anomalies.malformed_request);
+    assert_eq!(response_of(&out[0]).status, 431);
+    assert_eq!(st.requests_answered_early, 1);
+}
+
+#[test]
+fn a_response_captured_slightly_before_its_request_still_answers_it() {
+    let ms = 1_000_000;
+    let (out, st) = run(&[
+        req(b"GET /a HTTP/1.1\r\n\r\n", 100 * ms),
+        // Captured 2 ms before the request, within the reorder grace.
+        resp(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nA", 98 * ms),
+        req(b"GET /b HTTP/1.1\r\n\r\n", 200 * ms),
+        resp(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nB", 201 * ms),
+        close(300 * ms),
+    ]);
+    assert_eq!(out.len(), 2);
+    assert_eq!(response_of(&out[0]).body.sample, b"A");
+    assert_eq!(response_of(&out[1]).body.sample, b"B");
+    assert_eq!(st.reordered_pairs, 1);
+    // A response far older than the request cannot answer it.
+    let (out, st) = run(&[
+        req(b"GET /a HTTP/1.1\r\n\r\n", 100 * ms),
+        resp(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nA", 50 * ms),
+        close(300 * ms),
+    ]);
+    assert!(out[0].anomalies.unanswered);
+    assert_eq!(st.orphan_responses, 1);
+}
+
+/// Random conversations built from the shapes recorded from their request
+/// line (HTTP/0.9, missing targets, bad header lines, oversized heads, early
+/// answers, bare responses, CONNECT), split at random points, with gaps and
+/// ends: no panic, exchanges in order, every exchange counted, memory bounded.
+#[test]
+fn random_odd_request_shapes_keep_the_invariants() {
+    const PIECES: &[&[u8]] = &[
+        b"GET /old\r\n",
+        b"GET HTTP/1.1\r\n",
+        b"GET /two words HTTP/1.1\r\n",
+        b"CCM_POST /c HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi",
+        b"No colon here\r\n",
+        b"Host: a\r\n",
+        b"\r\n",
+        b"CONNECT h:443 HTTP/1.1\r\n\r\n",
+        b"\x16\x03\x01\x00\x05hello",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nA",
+        b"HTTP/1.1 400 Bad Request\r\n\r\n",
+        b"HTTP/1.1 200 Connection Established\r\n\r\n",
+        b"<html>bare body</html>",
+        b"X-Pad: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n",
+    ];
+    let cfg = fuzz_cfg();
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for _ in 0..3000 {
+        let mut evs = Vec::new();
+        let mut ts = 1_000u64;
+        for _ in 0..(next() % 24) {
+            ts += next() % 3_000_000;
+            let dir = if next() % 2 == 0 { C2S } else { S2C };
+            match next() % 10 {
+                0 => evs.push(Ev::Gap(dir, 1 + next() % 300, ts)),
+                1 => evs.push(Ev::End(dir, EndKind::Fin, ts)),
+                _ => {
+                    let p = PIECES[(next() % PIECES.len() as u64) as usize];
+                    let cut = (next() % (p.len() as u64 + 1)) as usize;
+                    evs.push(Ev::Data(dir, p[..cut].to_vec(), ts));
+                    evs.push(Ev::Data(dir, p[cut..].to_vec(), ts + 1));
+                }
+            }
+        }
+        evs.push(Ev::Close(CloseReason::EndOfCapture, ts + 10));
+        let (out, st) = run_cfg(&cfg, &evs);
+        for w in out.windows(2) {
+            assert!(w[0].seq_on_flow < w[1].seq_on_flow, "{evs:#?}\n{out:#?}");
+        }
+        assert_eq!(st.exchanges, out.len() as u64);
+        assert!(st.malformed_requests + st.http09_requests <= st.requests);
+    }
 }
