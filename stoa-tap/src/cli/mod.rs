@@ -1,7 +1,9 @@
 //! Argument parsing, logging set-up and exit codes.
 
 mod analyze;
+mod check;
 mod contracts;
+mod publish;
 mod run;
 mod tproxy_rules;
 
@@ -62,6 +64,10 @@ enum Command {
     Run(run::RunArgs),
     /// Print, install or remove the nft/iptables TPROXY rules for the relay.
     TproxyRules(tproxy_rules::TproxyRulesArgs),
+    /// Replay reports written in `publish.mode: directory` to a control plane.
+    Publish(publish::PublishArgs),
+    /// Monitoring plugin (Nagios/Icinga exit codes): capture, traffic and publishing.
+    Check(check::CheckArgs),
 }
 
 fn init_logging(format: LogFormat, verbose: u8) {
@@ -104,5 +110,7 @@ pub fn main() -> i32 {
         Command::Diff(args) => contracts::diff(args),
         Command::Run(args) => run::run(args),
         Command::TproxyRules(args) => tproxy_rules::run(args),
+        Command::Publish(args) => publish::run(args),
+        Command::Check(args) => check::run(args),
     }
 }

@@ -50,6 +50,11 @@ pub struct Shared {
     worker_queue: Vec<std::sync::atomic::AtomicI64>,
     /// Batches waiting for the aggregator.
     aggregator_queue: std::sync::atomic::AtomicI64,
+    /// Last time a worker saw traffic (frames, events or exchanges), seconds
+    /// since the epoch (0: never).
+    last_traffic_unix: AtomicU64,
+    /// The publisher's status, when one runs.
+    publisher: std::sync::OnceLock<Arc<crate::publish::Status>>,
 }
 
 impl Shared {
@@ -76,6 +81,8 @@ impl Shared {
                 .map(|_| std::sync::atomic::AtomicI64::new(0))
                 .collect(),
             aggregator_queue: std::sync::atomic::AtomicI64::new(0),
+            last_traffic_unix: AtomicU64::new(0),
+            publisher: std::sync::OnceLock::new(),
         }
     }
 
@@ -136,6 +143,10 @@ impl Shared {
         };
         if let Ok(mut w) = self.workers.lock() {
             if let Some(slot) = w.get_mut(i) {
+                let activity = |s: &WorkerSnapshot| s.capture.packets + s.exchanges.total;
+                if activity(&snap) > activity(slot) {
+                    self.last_traffic_unix.store(unix_now(), Ordering::Relaxed);
+                }
                 *slot = snap;
             }
         }
@@ -214,6 +225,58 @@ impl Shared {
         cv.notify_all();
     }
 
+    /// Attaches the publisher's status (shown by the admin API and metrics).
+    pub(super) fn set_publisher(&self, status: Arc<crate::publish::Status>) {
+        let _ = self.publisher.set(status);
+    }
+
+    /// A copy of the observations for the publisher.
+    pub(super) fn publisher_snapshot(&self) -> Option<crate::publish::Snapshot> {
+        let obs = self.obs.read().ok()?.clone();
+        let infer = self.infer.read().ok()?.clone();
+        Some(crate::publish::Snapshot {
+            obs,
+            infer,
+            uptime_s: self.started.elapsed().as_secs(),
+        })
+    }
+
+    /// Frames/events dropped before analysis over those read, and exchanges
+    /// dropped over those produced: the larger of the two fractions.
+    fn drop_rate(&self, w: &[WorkerSnapshot]) -> (u64, f64) {
+        let frames: u64 = w.iter().map(|s| s.capture.packets).sum();
+        let exchanges: u64 = w.iter().map(|s| s.exchanges.total).sum();
+        let dropped: u64 = self.drops.lock().map(|d| d.values().sum()).unwrap_or(0);
+        let xdropped: u64 = self
+            .exchange_drops
+            .lock()
+            .map(|d| d.values().sum())
+            .unwrap_or(0);
+        let frac = |d: u64, n: u64| {
+            if d + n == 0 {
+                0.0
+            } else {
+                d as f64 / (d + n) as f64
+            }
+        };
+        (
+            dropped + xdropped,
+            frac(dropped, frames).max(frac(xdropped, exchanges)),
+        )
+    }
+
+    /// `/api/v1/publisher`.
+    fn publisher_view(&self) -> serde_json::Value {
+        match self.publisher.get() {
+            Some(p) => {
+                let mut v = serde_json::to_value(p.view()).unwrap_or_default();
+                v["enabled"] = serde_json::Value::Bool(true);
+                v
+            }
+            None => serde_json::json!({ "enabled": false }),
+        }
+    }
+
     /// Exchanges observed since start (restored ones not included).
     pub fn exchanges_observed(&self) -> u64 {
         self.exchanges_observed.load(Ordering::Relaxed)
@@ -238,6 +301,9 @@ impl Shared {
         };
         let infer = self.infer.read().map(|i| i.clone()).unwrap_or_default();
         let model = contracts::model::build(&apis, &infer);
+        let (dropped_total, drop_rate) = self.drop_rate(&w);
+        let last_traffic = self.last_traffic_unix.load(Ordering::Relaxed);
+        let publisher = self.publisher.get().map(|p| p.view());
         serde_json::json!({
             "uptime_seconds": self.started.elapsed().as_secs(),
             "ready": self.ready.load(Ordering::Relaxed),
@@ -259,6 +325,11 @@ impl Shared {
             "save_errors": self.save_errors.load(Ordering::Relaxed),
             "source_errors": self.source_errors.lock().map(|s| s.clone()).unwrap_or_default(),
             "file_sources_running": self.files_running.load(Ordering::Relaxed),
+            "dropped_total": dropped_total,
+            "drop_rate": drop_rate,
+            "last_traffic_unix": (last_traffic > 0).then_some(last_traffic),
+            "last_traffic_age_seconds": (last_traffic > 0).then(|| unix_now().saturating_sub(last_traffic)),
+            "publisher": publisher,
         })
     }
 
@@ -383,6 +454,9 @@ impl Shared {
                 f(&mut m);
             }
         }
+        if let Some(p) = self.publisher.get() {
+            p.render(&mut m);
+        }
         self.operation_metrics(&mut m);
         m.render()
     }
@@ -476,6 +550,12 @@ impl Shared {
     }
 }
 
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// Sums the numeric fields of serialisable counter structs (timestamps and
 /// other non-counters are left out).
 fn sum_counters<'a, T: serde::Serialize + 'a>(
@@ -512,6 +592,10 @@ impl AdminState for Shared {
         self.ready.load(Ordering::Relaxed)
     }
 
+    fn ready_detail(&self) -> Option<String> {
+        self.publisher.get().and_then(|p| p.ready_detail())
+    }
+
     fn api(&self, path: &str) -> Option<ApiResponse> {
         let json = |v: serde_json::Value| ApiResponse {
             status: 200,
@@ -520,6 +604,7 @@ impl AdminState for Shared {
         };
         match path.trim_end_matches('/') {
             "summary" => Some(json(self.summary())),
+            "publisher" => Some(json(self.publisher_view())),
             "operations" | "endpoints" => Some(json(self.operations())),
             other => self.document(other),
         }
