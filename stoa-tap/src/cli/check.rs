@@ -167,15 +167,16 @@ pub fn evaluate(summary: &Value, warn: &Thresholds, crit: &Thresholds) -> Verdic
         "",
     );
     // Never any traffic: idle since start.
+    // Thresholds are minutes; performance data stays in seconds (a unit
+    // Nagios knows).
     let idle_s = num("last_traffic_age_seconds").unwrap_or(uptime);
-    let idle_min = (idle_s / 60.0 * 100.0).round() / 100.0;
     judge(
-        "idle_minutes",
+        "idle",
         "no traffic for",
-        idle_min,
-        warn.idle_min,
-        crit.idle_min,
-        "min",
+        idle_s,
+        warn.idle_min.map(|m| m * 60.0),
+        crit.idle_min.map(|m| m * 60.0),
+        "s",
     );
     let publisher = summary.get("publisher").filter(|p| p.is_object());
     if let Some(p) = publisher {
@@ -297,7 +298,7 @@ mod tests {
         assert_eq!(v.state, State::Ok, "{}", v.line());
         assert!(
             v.line()
-                .contains("| drop_rate=0;0.01;0.05 idle_minutes=0.08min;15;60"),
+                .contains("| drop_rate=0;0.01;0.05 idle=5s;900;3600"),
             "{}",
             v.line()
         );

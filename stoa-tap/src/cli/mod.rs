@@ -95,7 +95,13 @@ pub fn main() -> i32 {
         Ok(c) => c,
         Err(e) => {
             let code = if e.use_stderr() {
-                exit::USAGE
+                // A monitoring plugin's bad command line is UNKNOWN (3), not
+                // CRITICAL (2).
+                if std::env::args().nth(1).as_deref() == Some("check") {
+                    3
+                } else {
+                    exit::USAGE
+                }
             } else {
                 exit::OK
             };
