@@ -502,7 +502,59 @@ fn unauthorized_stops_delivery_and_says_so() {
         out.starts_with("STOA-TAP CRITICAL") && out.contains("401"),
         "{out}"
     );
+    // The dashboard, rendered by a real browser, shows it too.
+    if let Some(dom) = dashboard_dom(tap.admin, dir.path()) {
+        let start = dom
+            .find("<div id=\"publisher\">")
+            .expect("publisher section");
+        let section = &dom[start..];
+        assert!(section.contains("refused the gateway key"), "{section}");
+        assert!(
+            section.contains("<th>state</th><td>unauthorized</td>"),
+            "{section}"
+        );
+        assert!(
+            section.contains("<th>last success</th><td>never</td>"),
+            "{section}"
+        );
+    }
     tap.terminate();
+}
+
+/// The dashboard's DOM after its script ran, from headless Chromium (`None`
+/// with `STOA_TAP_SKIP_BROWSER=1` and no browser; the test command installs it).
+fn dashboard_dom(admin: SocketAddr, dir: &Path) -> Option<String> {
+    let Some(browser) = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+    else {
+        if std::env::var("STOA_TAP_SKIP_BROWSER").as_deref() == Ok("1") {
+            return None;
+        }
+        panic!("the dashboard check needs Chromium (apt-get install chromium)");
+    };
+    let out = Command::new(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--virtual-time-budget=3000",
+        ])
+        .arg(format!("--user-data-dir={}", dir.join("profile").display()))
+        .arg("--dump-dom")
+        .arg(format!("http://{admin}/"))
+        .output()
+        .expect("run chromium");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 #[test]

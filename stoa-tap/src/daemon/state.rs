@@ -28,6 +28,10 @@ struct WorkerSnapshot {
 /// Stats of a running source, rendered into /metrics on demand.
 pub type SourceMetrics = Box<dyn Fn(&mut MetricsText) + Send + Sync>;
 
+/// A source's own losses, read on demand: `(lost, delivered)` frames,
+/// events or records (kernel ring drops, a full hand-over queue...).
+pub type SourceDrops = Box<dyn Fn() -> (u64, u64) + Send + Sync>;
+
 /// Everything the threads share. Workers only touch it once a second.
 pub struct Shared {
     cfg: RunConfig,
@@ -37,6 +41,7 @@ pub struct Shared {
     drops: Mutex<BTreeMap<&'static str, u64>>,
     exchange_drops: Mutex<BTreeMap<&'static str, u64>>,
     sources: Mutex<Vec<SourceMetrics>>,
+    source_drops: Mutex<Vec<SourceDrops>>,
     ready: AtomicBool,
     started: Instant,
     files_running: AtomicU64,
@@ -68,6 +73,7 @@ impl Shared {
             drops: Mutex::default(),
             exchange_drops: Mutex::default(),
             sources: Mutex::default(),
+            source_drops: Mutex::default(),
             ready: AtomicBool::new(false),
             started: Instant::now(),
             files_running: AtomicU64::new(0),
@@ -113,6 +119,13 @@ impl Shared {
     /// Registers a source's metrics renderer.
     pub fn add_source_metrics(&self, f: SourceMetrics) {
         if let Ok(mut s) = self.sources.lock() {
+            s.push(f);
+        }
+    }
+
+    /// Registers a source's loss counters (part of the drop rate).
+    pub fn add_source_drops(&self, f: SourceDrops) {
+        if let Ok(mut s) = self.source_drops.lock() {
             s.push(f);
         }
     }
@@ -241,8 +254,10 @@ impl Shared {
         })
     }
 
-    /// Frames/events dropped before analysis over those read, and exchanges
-    /// dropped over those produced: the larger of the two fractions.
+    /// The largest of three loss fractions: what the sources lost (kernel
+    /// rings, their own queues), frames/events dropped before analysis over
+    /// those read, and exchanges dropped over those produced. Cumulative
+    /// since start.
     fn drop_rate(&self, w: &[WorkerSnapshot]) -> (u64, f64) {
         let frames: u64 = w.iter().map(|s| s.capture.packets).sum();
         let exchanges: u64 = w.iter().map(|s| s.exchanges.total).sum();
@@ -259,9 +274,19 @@ impl Shared {
                 d as f64 / (d + n) as f64
             }
         };
+        let (mut src_lost, mut src_delivered) = (0u64, 0u64);
+        if let Ok(fs) = self.source_drops.lock() {
+            for f in fs.iter() {
+                let (l, d) = f();
+                src_lost += l;
+                src_delivered += d;
+            }
+        }
         (
-            dropped + xdropped,
-            frac(dropped, frames).max(frac(xdropped, exchanges)),
+            dropped + xdropped + src_lost,
+            frac(dropped, frames)
+                .max(frac(xdropped, exchanges))
+                .max(frac(src_lost, src_delivered)),
         )
     }
 

@@ -532,13 +532,27 @@ impl Worker {
         let mut next_disc = Instant::now();
         loop {
             let now = Instant::now();
-            if now >= next_disc {
-                self.queue_documents();
-                next_disc = now + disc_every;
-            }
-            if self.client.is_some() && now >= next_hb {
-                self.queue_heartbeat();
-                next_hb = now + hb_every;
+            let docs_due = now >= next_disc;
+            let hb_due = self.client.is_some() && now >= next_hb;
+            if docs_due || hb_due {
+                // One copy of the observations per round, whatever is due:
+                // the copy is taken under the aggregator's read lock.
+                if let Some(snap) = (self.snapshot)() {
+                    let built = build(&snap, &self.tenant);
+                    drop(snap);
+                    if hb_due {
+                        self.queue_heartbeat(built.heartbeat.clone());
+                    }
+                    if docs_due {
+                        self.queue_documents(built);
+                    }
+                }
+                if docs_due {
+                    next_disc = now + disc_every;
+                }
+                if hb_due {
+                    next_hb = now + hb_every;
+                }
             }
             if self.client.is_some() && !self.unauthorized && Instant::now() >= self.retry_at {
                 self.deliver(&stop);
@@ -592,22 +606,14 @@ impl Worker {
         }
     }
 
-    fn queue_heartbeat(&mut self) {
-        let Some(snap) = (self.snapshot)() else {
-            return;
-        };
-        let built = build(&snap, &self.tenant);
-        if self.push(ReportKind::Heartbeat, built.heartbeat) {
+    fn queue_heartbeat(&mut self, heartbeat: serde_json::Value) {
+        if self.push(ReportKind::Heartbeat, heartbeat) {
             // Only the newest heartbeat means anything.
             self.outbox.drop_superseded("heartbeat");
         }
     }
 
-    fn queue_documents(&mut self) {
-        let Some(snap) = (self.snapshot)() else {
-            return;
-        };
-        let built = build(&snap, &self.tenant);
+    fn queue_documents(&mut self, built: Built) {
         let mut changed = false;
         let h = content_hash(&built.discovery);
         if self.sent.discovery.as_deref() != Some(h.as_str())
