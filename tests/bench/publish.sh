@@ -3,8 +3,8 @@
 # black-holed control plane, against the publisher off (prints figures; not a
 # test).
 #
-#     tests/bench/publish.sh                   # 6 rounds each, 100 copies of wrk_short.pcap
-#     ROUNDS=10 COPIES=200 tests/bench/publish.sh
+#     tests/bench/publish.sh                   # 8 rounds, 300 copies of wrk_short.pcap
+#     ROUNDS=12 COPIES=500 tests/bench/publish.sh
 #
 # The traffic is fixtures/real/wrk_short.pcap (3,639 exchanges) repeated
 # COPIES times with each copy's clients on their own address
@@ -16,13 +16,14 @@
 # observations every second) and a 2 s timeout. Rounds alternate which
 # variant goes first; a round's figure is exchanges / wall time from start
 # until every exchange was observed or counted as dropped (admin API polled
-# every 50 ms, the same in both variants). Prints the median of each variant
-# and their ratio (on / off).
+# every 50 ms, the same in both variants). Prints the median of each
+# variant, their ratio (on / off), and the median of the per-round ratios
+# (each round's two runs are neighbours in time, so machine drift cancels).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
-ROUNDS="${ROUNDS:-6}"
-COPIES="${COPIES:-100}"
+ROUNDS="${ROUNDS:-8}"
+COPIES="${COPIES:-300}"
 
 cargo build --release -q -p stoa-tap
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/stoa-tap"
@@ -64,11 +65,12 @@ YAML
 # run_once VARIANT: prints exchanges per second.
 run_once() {
     local variant=$1 state="$WORK/state-$1" err="$WORK/$1.err"
-    rm -rf "$state"
+    # The log of the previous round goes first: its admin address is stale.
+    rm -rf "$state" "$err"
     local t0 t1 addr=""
     t0=$(date +%s.%N)
     "$BIN" -v run --config "$WORK/$variant.yaml" --replay "$WORK/traffic.pcap" \
-        --state-dir "$state" --admin-bind 127.0.0.1:0 --set workers=1 2> "$err" &
+        --state-dir "$state" --admin-bind 127.0.0.1:0 --set workers=1 > /dev/null 2> "$err" &
     local pid=$!
     for _ in $(seq 200); do
         addr=$(grep -o 'admin server listening addr=[0-9.:]*' "$err" | head -1 | sed 's/.*addr=//') || true
@@ -77,7 +79,7 @@ run_once() {
     done
     [ -n "$addr" ] || { cat "$err" >&2; kill "$pid"; return 1; }
     while :; do
-        done_n=$(curl -sf "http://$addr/api/v1/summary" | python3 -c '
+        done_n=$(curl -sf -m 10 "http://$addr/api/v1/summary" | python3 -c '
 import json, sys
 s = json.load(sys.stdin)
 print(s["exchanges_observed"] + sum(s["dropped_exchanges"].values()))' 2>/dev/null || echo 0)
@@ -113,5 +115,7 @@ on = [float(x) for x in sys.argv[2].split()]
 mo, mn = statistics.median(off), statistics.median(on)
 print(f"publisher off: median {mo:,.0f} exchanges/s ({', '.join(f'{x:,.0f}' for x in off)})")
 print(f"publisher on (black-holed): median {mn:,.0f} exchanges/s ({', '.join(f'{x:,.0f}' for x in on)})")
-print(f"ratio on/off: {mn / mo:.3f}")
+print(f"ratio of the medians on/off: {mn / mo:.3f}")
+pairs = [b / a for a, b in zip(off, on)]
+print(f"per-round ratios: {', '.join(f'{r:.3f}' for r in pairs)}; median {statistics.median(pairs):.3f}")
 PY

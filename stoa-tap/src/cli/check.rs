@@ -178,7 +178,10 @@ pub fn evaluate(summary: &Value, warn: &Thresholds, crit: &Thresholds) -> Verdic
         crit.idle_min.map(|m| m * 60.0),
         "s",
     );
-    let publisher = summary.get("publisher").filter(|p| p.is_object());
+    // Directory mode delivers nothing itself: no backlog or age to judge.
+    let publisher = summary
+        .get("publisher")
+        .filter(|p| p.is_object() && p["mode"] != "directory");
     if let Some(p) = publisher {
         let pnum = |k: &str| p.get(k).and_then(Value::as_f64);
         judge(
@@ -335,6 +338,12 @@ mod tests {
         let v = evaluate(&s, &w, &c);
         assert_eq!(v.state, State::Critical);
         assert!(v.line().contains("401"), "{}", v.line());
+        // In directory mode the files are the product: no backlog check.
+        let mut s = base();
+        s["publisher"]["mode"] = json!("directory");
+        s["publisher"]["backlog_reports"] = json!(5000);
+        s["publisher"]["last_success_age_seconds"] = Value::Null;
+        assert_eq!(evaluate(&s, &w, &c).state, State::Ok);
         // Without a publisher, its checks are absent.
         let mut s = base();
         s["publisher"] = Value::Null;

@@ -298,6 +298,7 @@ fn aggregator(rx: Receiver<Vec<Exchange>>, shared: Arc<Shared>) {
     for batch in rx {
         shared.aggregator_queued(-1);
         shared.observe(&batch);
+        shared.offer_snapshot();
     }
 }
 
@@ -457,13 +458,12 @@ impl Daemon {
         };
         let publisher = match &cfg.control_plane {
             Some(cp) => {
-                let snap = shared.clone();
                 let p = crate::publish::Publisher::start(
                     cp,
                     &cfg.state_dir,
                     &cfg.admin.bind,
                     &cfg.tenant,
-                    Box::new(move || snap.publisher_snapshot()),
+                    shared.publisher_snapshots(),
                 )?;
                 shared.set_publisher(p.status().clone());
                 Some(p)

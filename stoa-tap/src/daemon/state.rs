@@ -60,6 +60,10 @@ pub struct Shared {
     last_traffic_unix: AtomicU64,
     /// The publisher's status, when one runs.
     publisher: std::sync::OnceLock<Arc<crate::publish::Status>>,
+    /// The publisher asked for a copy of the observations.
+    snapshot_wanted: AtomicBool,
+    /// Where the aggregator hands that copy (capacity one, never waited on).
+    snapshot_slot: Mutex<Option<std::sync::mpsc::SyncSender<Observations>>>,
 }
 
 impl Shared {
@@ -89,6 +93,8 @@ impl Shared {
             aggregator_queue: std::sync::atomic::AtomicI64::new(0),
             last_traffic_unix: AtomicU64::new(0),
             publisher: std::sync::OnceLock::new(),
+            snapshot_wanted: AtomicBool::new(false),
+            snapshot_slot: Mutex::new(None),
         }
     }
 
@@ -243,14 +249,53 @@ impl Shared {
         let _ = self.publisher.set(status);
     }
 
-    /// A copy of the observations for the publisher.
-    pub(super) fn publisher_snapshot(&self) -> Option<crate::publish::Snapshot> {
-        let obs = self.obs.read().ok()?.clone();
-        let infer = self.infer.read().ok()?.clone();
-        Some(crate::publish::Snapshot {
-            obs,
-            infer,
-            uptime_s: self.started.elapsed().as_secs(),
+    /// Called by the aggregator after each batch: when the publisher asked
+    /// for a copy, the aggregator (the only writer) takes it between two
+    /// batches, so the publisher never holds the lock the aggregator needs.
+    /// The hand-over never waits: if the publisher still has not taken the
+    /// previous copy, this one is dropped.
+    pub(super) fn offer_snapshot(&self) {
+        if !self.snapshot_wanted.load(Ordering::Relaxed)
+            || !self.snapshot_wanted.swap(false, Ordering::AcqRel)
+        {
+            return;
+        }
+        let Some(obs) = self.obs.read().ok().map(|o| o.clone()) else {
+            return;
+        };
+        if let Ok(slot) = self.snapshot_slot.lock() {
+            if let Some(tx) = slot.as_ref() {
+                let _ = tx.try_send(obs);
+            }
+        }
+    }
+
+    /// The publisher's source of observation copies: asks the aggregator
+    /// for one; if no batch comes within half a second (no traffic, so no
+    /// writer to hold up), copies them itself.
+    pub(super) fn publisher_snapshots(self: &Arc<Self>) -> crate::publish::SnapshotFn {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Observations>(1);
+        if let Ok(mut slot) = self.snapshot_slot.lock() {
+            *slot = Some(tx);
+        }
+        let shared = self.clone();
+        Box::new(move || {
+            // A copy left over from an earlier request is stale.
+            while rx.try_recv().is_ok() {}
+            shared.snapshot_wanted.store(true, Ordering::Release);
+            let obs = match rx.recv_timeout(Duration::from_millis(500)) {
+                Ok(o) => o,
+                Err(_) => {
+                    shared.snapshot_wanted.store(false, Ordering::Release);
+                    shared.obs.read().ok()?.clone()
+                }
+            };
+            let infer = shared.infer.read().ok()?.clone();
+            Some(crate::publish::Snapshot {
+                obs,
+                infer,
+                uptime_s: shared.started.elapsed().as_secs(),
+            })
         })
     }
 

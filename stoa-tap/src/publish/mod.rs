@@ -346,9 +346,12 @@ fn content_hash(v: &serde_json::Value) -> String {
 }
 
 /// Hashes of the last queued discovery list and contracts, kept across
-/// restarts so an unchanged draft is not submitted again.
+/// restarts so an unchanged draft is not submitted again. They hold for one
+/// destination (control-plane URL or folder): another one gets everything.
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 struct Sent {
+    #[serde(default)]
+    target: String,
     discovery: Option<String>,
     contracts: BTreeMap<String, String>,
 }
@@ -455,10 +458,18 @@ impl Publisher {
             }
         };
         let sent_path = state_dir.join("publisher-sent.json");
+        let target = match (&client, &cp.publish.directory) {
+            (None, Some(dir)) => format!("directory:{}", dir.display()),
+            _ => format!("url:{}|tenant:{tenant}", cp.url),
+        };
         let sent = std::fs::read(&sent_path)
             .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default();
+            .and_then(|b| serde_json::from_slice::<Sent>(&b).ok())
+            .filter(|s| s.target == target)
+            .unwrap_or(Sent {
+                target,
+                ..Sent::default()
+            });
         let status = Arc::new(Status::default());
         let directory = client.is_none();
         status.update(|v| {
@@ -526,6 +537,12 @@ impl Publisher {
 
 impl Worker {
     fn run(&mut self, stop: mpsc::Receiver<()>) {
+        // Building the model and the drafts is background work: the lowest
+        // CPU priority leaves the capture threads first in line. (It holds
+        // no lock the capture path needs: copies come from the aggregator.)
+        if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 19) {
+            tracing::debug!(error = %e, "publisher thread priority unchanged");
+        }
         let hb_every = Duration::from_secs(self.cp.heartbeat_interval_s);
         let disc_every = Duration::from_secs(self.cp.discovery_interval_s);
         let mut next_hb = Instant::now();
