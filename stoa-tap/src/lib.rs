@@ -12,6 +12,7 @@ pub mod flow;
 pub mod http1;
 pub mod metrics;
 pub mod pipeline;
+pub mod publish;
 pub mod server;
 pub mod source;
 pub mod summary;

@@ -1,7 +1,9 @@
 //! Argument parsing, logging set-up and exit codes.
 
 mod analyze;
+mod check;
 mod contracts;
+mod publish;
 mod run;
 mod tproxy_rules;
 
@@ -62,6 +64,10 @@ enum Command {
     Run(run::RunArgs),
     /// Print, install or remove the nft/iptables TPROXY rules for the relay.
     TproxyRules(tproxy_rules::TproxyRulesArgs),
+    /// Replay reports written in `publish.mode: directory` to a control plane.
+    Publish(publish::PublishArgs),
+    /// Monitoring plugin (Nagios/Icinga exit codes): capture, traffic and publishing.
+    Check(check::CheckArgs),
 }
 
 fn init_logging(format: LogFormat, verbose: u8) {
@@ -89,7 +95,13 @@ pub fn main() -> i32 {
         Ok(c) => c,
         Err(e) => {
             let code = if e.use_stderr() {
-                exit::USAGE
+                // A monitoring plugin's bad command line is UNKNOWN (3), not
+                // CRITICAL (2).
+                if std::env::args().nth(1).as_deref() == Some("check") {
+                    3
+                } else {
+                    exit::USAGE
+                }
             } else {
                 exit::OK
             };
@@ -104,5 +116,7 @@ pub fn main() -> i32 {
         Command::Diff(args) => contracts::diff(args),
         Command::Run(args) => run::run(args),
         Command::TproxyRules(args) => tproxy_rules::run(args),
+        Command::Publish(args) => publish::run(args),
+        Command::Check(args) => check::run(args),
     }
 }

@@ -167,6 +167,143 @@ impl Default for AdminSettings {
     }
 }
 
+/// How reports leave the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PublishMode {
+    /// HTTP to the control plane, through the on-disk outbox.
+    #[default]
+    Http,
+    /// Files in a folder, replayed later with `stoa-tap publish --from`
+    /// (air-gapped sites).
+    Directory,
+}
+
+/// `control_plane.publish`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct PublishSettings {
+    /// `http` or `directory`.
+    pub mode: PublishMode,
+    /// Folder of `directory` mode.
+    pub directory: Option<PathBuf>,
+}
+
+/// Environment variable read for the gateway key when neither `key_file`
+/// nor `key_env` is set. Not `STOA_TAP_*`: those are configuration keys.
+pub const DEFAULT_KEY_ENV: &str = "STOA_GATEWAY_KEY";
+
+/// `control_plane:`: the publisher to the STOA control plane (off when absent).
+/// The key itself never appears here, only where to read it from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ControlPlaneSettings {
+    /// Base URL, `https://cp.example.com` (the API paths are appended).
+    pub url: String,
+    /// File holding the gateway key (first line).
+    pub key_file: Option<PathBuf>,
+    /// Environment variable holding the gateway key (default
+    /// [`DEFAULT_KEY_ENV`]).
+    pub key_env: Option<String>,
+    /// PEM bundle of extra trusted CAs for the control plane's certificate.
+    pub ca_bundle: Option<PathBuf>,
+    /// Seconds between heartbeats.
+    pub heartbeat_interval_s: u64,
+    /// Seconds between checks of the discovery list and contracts (sent only
+    /// when they changed).
+    pub discovery_interval_s: u64,
+    /// Seconds a request may take.
+    pub request_timeout_s: u64,
+    /// Longest wait between retries, seconds.
+    pub backoff_max_s: u64,
+    /// Bound of the outbox on disk, KiB; beyond it superseded reports go first.
+    pub outbox_max_kb: u64,
+    /// HTTP or directory.
+    pub publish: PublishSettings,
+    /// Tenant of the contracts (default: the top-level `tenant`).
+    pub tenant_id: Option<String>,
+    /// `environment` of the registration.
+    pub environment: String,
+    /// Host name registered (default: the machine's).
+    pub hostname: Option<String>,
+    /// Admin URL registered (default: `http://` + `admin.bind`).
+    pub admin_url: Option<String>,
+    /// Gateway product observed (`webmethods`, `kong`...).
+    pub target_gateway_type: Option<String>,
+}
+
+impl Default for ControlPlaneSettings {
+    fn default() -> Self {
+        ControlPlaneSettings {
+            url: String::new(),
+            key_file: None,
+            key_env: None,
+            ca_bundle: None,
+            heartbeat_interval_s: 30,
+            discovery_interval_s: 60,
+            request_timeout_s: 10,
+            backoff_max_s: 300,
+            outbox_max_kb: 16 * 1024,
+            publish: PublishSettings::default(),
+            tenant_id: None,
+            environment: "dev".into(),
+            hostname: None,
+            admin_url: None,
+            target_gateway_type: None,
+        }
+    }
+}
+
+impl ControlPlaneSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let http = self.publish.mode == PublishMode::Http;
+        if http {
+            let lower = self.url.to_ascii_lowercase();
+            let host = lower
+                .strip_prefix("http://")
+                .or_else(|| lower.strip_prefix("https://"));
+            if host.is_none_or(|h| h.trim_matches('/').is_empty()) {
+                return Err(invalid(
+                    "control_plane.url",
+                    format!("an http:// or https:// URL is needed, not {:?}", self.url),
+                ));
+            }
+        }
+        if self.publish.mode == PublishMode::Directory && self.publish.directory.is_none() {
+            return Err(invalid(
+                "control_plane.publish.directory",
+                "directory mode needs a folder",
+            ));
+        }
+        for (key, v) in [
+            (
+                "control_plane.heartbeat_interval_s",
+                self.heartbeat_interval_s,
+            ),
+            (
+                "control_plane.discovery_interval_s",
+                self.discovery_interval_s,
+            ),
+            ("control_plane.request_timeout_s", self.request_timeout_s),
+            ("control_plane.backoff_max_s", self.backoff_max_s),
+        ] {
+            if v == 0 {
+                return Err(invalid(key, "at least 1"));
+            }
+        }
+        if self.outbox_max_kb < 16 {
+            return Err(invalid("control_plane.outbox_max_kb", "at least 16"));
+        }
+        if self.environment.trim().is_empty() {
+            return Err(invalid("control_plane.environment", "must not be empty"));
+        }
+        if matches!(&self.key_env, Some(k) if k.trim().is_empty()) {
+            return Err(invalid("control_plane.key_env", "name a variable"));
+        }
+        Ok(())
+    }
+}
+
 /// Everything `run` needs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -200,6 +337,9 @@ pub struct RunConfig {
     pub worker_queue: usize,
     /// Exchange batches queued for the aggregator before drops.
     pub exchange_queue: usize,
+    /// Publisher to the STOA control plane; off when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub control_plane: Option<ControlPlaneSettings>,
 }
 
 /// Half the CPUs, between 1 and 8: the observed gateway keeps the other half.
@@ -229,6 +369,7 @@ impl Default for RunConfig {
             tenant: "default".into(),
             worker_queue: 32,
             exchange_queue: 64,
+            control_plane: None,
         }
     }
 }
@@ -439,6 +580,9 @@ impl RunConfig {
                 _ => {}
             }
         }
+        if let Some(cp) = &self.control_plane {
+            cp.validate()?;
+        }
         Ok(())
     }
 
@@ -552,6 +696,62 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn control_plane_defaults_and_named_errors() {
+        let p = tmp(
+            "cp1.yaml",
+            &format!("{BASE}control_plane:\n  url: http://127.0.0.1:8000\n"),
+        );
+        let cfg = load(&p, true, &Overrides::default()).expect("valid");
+        let cp = cfg.control_plane.expect("section present");
+        assert_eq!(cp.heartbeat_interval_s, 30);
+        assert_eq!(cp.publish.mode, PublishMode::Http);
+        assert_eq!(cp.environment, "dev");
+        let p = tmp("cp2.yaml", BASE);
+        assert!(load(&p, true, &Overrides::default())
+            .expect("valid")
+            .control_plane
+            .is_none());
+        for (yaml, key) in [
+            ("control_plane:\n  url: ftp://x\n", "control_plane.url"),
+            (
+                "control_plane:\n  url: http://x\n  heartbeat_interval_s: 0\n",
+                "control_plane.heartbeat_interval_s",
+            ),
+            (
+                "control_plane:\n  publish:\n    mode: directory\n",
+                "control_plane.publish.directory",
+            ),
+            (
+                "control_plane:\n  url: http://x\n  outbox_max_kb: 1\n",
+                "control_plane.outbox_max_kb",
+            ),
+            (
+                "control_plane:\n  url: http://x\n  heartbeat: 5\n",
+                "heartbeat",
+            ),
+        ] {
+            let p = tmp("cp3.yaml", &format!("{BASE}{yaml}"));
+            let e = load(&p, true, &Overrides::default())
+                .expect_err(yaml)
+                .to_string();
+            assert!(e.contains(key), "{yaml}: {e}");
+        }
+        // Directory mode needs no URL; env overrides reach nested keys.
+        let p = tmp(
+            "cp4.yaml",
+            &format!(
+                "{BASE}control_plane:\n  publish:\n    mode: directory\n    directory: /tmp/x\n"
+            ),
+        );
+        let ov = Overrides {
+            env: vec![("control_plane.heartbeat_interval_s".into(), "5".into())],
+            flags: vec![],
+        };
+        let cfg = load(&p, true, &ov).expect("valid");
+        assert_eq!(cfg.control_plane.map(|c| c.heartbeat_interval_s), Some(5));
     }
 
     #[test]

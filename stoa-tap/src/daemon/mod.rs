@@ -57,6 +57,9 @@ pub enum DaemonError {
     /// Saved observations could not be read.
     #[error("state: {0}")]
     State(#[from] persist::PersistError),
+    /// The publisher could not start.
+    #[error(transparent)]
+    Publish(#[from] crate::publish::PublishError),
 }
 
 /// Work handed to one worker.
@@ -296,6 +299,7 @@ fn aggregator(rx: Receiver<Vec<Exchange>>, shared: Arc<Shared>) {
     for batch in rx {
         shared.aggregator_queued(-1);
         shared.observe(&batch);
+        shared.offer_snapshot();
     }
 }
 
@@ -367,6 +371,7 @@ pub struct Daemon {
     aggregator: Option<std::thread::JoinHandle<()>>,
     saver: Option<std::thread::JoinHandle<()>>,
     admin: Option<Box<dyn FnOnce() + Send>>,
+    publisher: Option<crate::publish::Publisher>,
     cfg: RunConfig,
 }
 
@@ -452,6 +457,20 @@ impl Daemon {
                 .spawn(move || shared.save_loop())
                 .map_err(|e| DaemonError::Admin(e.to_string()))?
         };
+        let publisher = match &cfg.control_plane {
+            Some(cp) => {
+                let p = crate::publish::Publisher::start(
+                    cp,
+                    &cfg.state_dir,
+                    &cfg.admin.bind,
+                    &cfg.tenant,
+                    shared.publisher_snapshots(),
+                )?;
+                shared.set_publisher(p.status().clone());
+                Some(p)
+            }
+            None => None,
+        };
         let admin = state::start_admin(&cfg, shared.clone()).map_err(DaemonError::Admin)?;
         shared.set_ready(true);
         Ok(Daemon {
@@ -465,6 +484,7 @@ impl Daemon {
             aggregator: Some(aggregator),
             saver: Some(saver),
             admin: Some(admin),
+            publisher,
             cfg,
         })
     }
@@ -490,8 +510,11 @@ impl Daemon {
         if new.sources != self.cfg.sources
             || new.admin != self.cfg.admin
             || new.workers != self.cfg.workers
+            || new.control_plane != self.cfg.control_plane
         {
-            tracing::warn!("sources, workers and admin settings change only on restart");
+            tracing::warn!(
+                "sources, workers, admin and control_plane settings change only on restart"
+            );
         }
         self.shared.reconfigure(infer);
         self.cfg = new;
@@ -527,6 +550,11 @@ impl Daemon {
         }
         if let Err(e) = self.shared.save_now() {
             tracing::error!(error = %e, "final save failed");
+        }
+        if let Some(p) = self.publisher.take() {
+            // A call in flight is abandoned after a while: the outbox keeps
+            // the report for the next start.
+            p.stop(Duration::from_secs(2));
         }
         if let Some(stop) = self.admin.take() {
             stop();

@@ -57,6 +57,18 @@ pub(super) fn start(
                     }
                 }
             }));
+            let reader = handle.clone();
+            shared.add_source_drops(Box::new(move || {
+                let Ok(h) = reader.lock() else { return (0, 0) };
+                h.as_ref().map_or((0, 0), |h| {
+                    h.stats().iter().fold((0, 0), |(l, d), s| {
+                        (
+                            l + s.frames_dropped_queue + s.kernel_dropped + s.if_dropped,
+                            d + s.frames.saturating_sub(s.frames_dropped_queue),
+                        )
+                    })
+                })
+            }));
             Ok(Box::new(move || {
                 let taken = handle.lock().ok().and_then(|mut h| h.take());
                 if let Some(h) = taken {
@@ -113,6 +125,14 @@ pub(super) fn start(
                     }
                 }
             }));
+            let reader = handle.clone();
+            shared.add_source_drops(Box::new(move || {
+                let Ok(h) = reader.lock() else { return (0, 0) };
+                h.as_ref().map_or((0, 0), |h| {
+                    let s = h.stats();
+                    (s.tap_events_dropped, s.tap_events_sent)
+                })
+            }));
             Ok(Box::new(move || {
                 let taken = handle.lock().ok().and_then(|mut h| h.take());
                 if let Some(mut h) = taken {
@@ -148,6 +168,15 @@ pub(super) fn start(
                         probe_metrics(m, &iface, h);
                     }
                 }
+            }));
+            let reader = handle.clone();
+            shared.add_source_drops(Box::new(move || {
+                let Ok(h) = reader.lock() else { return (0, 0) };
+                h.as_ref().map_or((0, 0), |h| {
+                    let s = h.stats();
+                    let k = |n: &str| s.kernel.get(n).copied().unwrap_or(0);
+                    (k("ring_full_records"), k("records"))
+                })
             }));
             port_updaters.push(Box::new(move |ports: &[u16]| {
                 if let Ok(h) = updater.lock() {

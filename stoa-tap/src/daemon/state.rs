@@ -30,6 +30,9 @@ pub type SourceMetrics = Box<dyn Fn(&mut MetricsText) + Send + Sync>;
 
 /// A loop's tick counter, for the service watchdog.
 pub type Heartbeat = Box<dyn Fn() -> u64 + Send + Sync>;
+/// A source's own losses, read on demand: `(lost, delivered)` frames,
+/// events or records (kernel ring drops, a full hand-over queue...).
+pub type SourceDrops = Box<dyn Fn() -> (u64, u64) + Send + Sync>;
 
 /// Everything the threads share. Workers only touch it once a second.
 pub struct Shared {
@@ -41,6 +44,7 @@ pub struct Shared {
     exchange_drops: Mutex<BTreeMap<&'static str, u64>>,
     sources: Mutex<Vec<SourceMetrics>>,
     heartbeats: Mutex<Vec<Heartbeat>>,
+    source_drops: Mutex<Vec<SourceDrops>>,
     ready: AtomicBool,
     started: Instant,
     files_running: AtomicU64,
@@ -54,6 +58,15 @@ pub struct Shared {
     worker_queue: Vec<std::sync::atomic::AtomicI64>,
     /// Batches waiting for the aggregator.
     aggregator_queue: std::sync::atomic::AtomicI64,
+    /// Last time a worker saw traffic (frames, events or exchanges), seconds
+    /// since the epoch (0: never).
+    last_traffic_unix: AtomicU64,
+    /// The publisher's status, when one runs.
+    publisher: std::sync::OnceLock<Arc<crate::publish::Status>>,
+    /// The publisher asked for a copy of the observations.
+    snapshot_wanted: AtomicBool,
+    /// Where the aggregator hands that copy (capacity one, never waited on).
+    snapshot_slot: Mutex<Option<std::sync::mpsc::SyncSender<Observations>>>,
 }
 
 impl Shared {
@@ -68,6 +81,7 @@ impl Shared {
             exchange_drops: Mutex::default(),
             sources: Mutex::default(),
             heartbeats: Mutex::default(),
+            source_drops: Mutex::default(),
             ready: AtomicBool::new(false),
             started: Instant::now(),
             files_running: AtomicU64::new(0),
@@ -81,6 +95,10 @@ impl Shared {
                 .map(|_| std::sync::atomic::AtomicI64::new(0))
                 .collect(),
             aggregator_queue: std::sync::atomic::AtomicI64::new(0),
+            last_traffic_unix: AtomicU64::new(0),
+            publisher: std::sync::OnceLock::new(),
+            snapshot_wanted: AtomicBool::new(false),
+            snapshot_slot: Mutex::new(None),
         }
     }
 
@@ -130,6 +148,13 @@ impl Shared {
             .unwrap_or_default()
     }
 
+    /// Registers a source's loss counters (part of the drop rate).
+    pub fn add_source_drops(&self, f: SourceDrops) {
+        if let Ok(mut s) = self.source_drops.lock() {
+            s.push(f);
+        }
+    }
+
     pub(super) fn source_error(&self, e: String) {
         if let Ok(mut s) = self.source_errors.lock() {
             s.push(e);
@@ -156,6 +181,10 @@ impl Shared {
         };
         if let Ok(mut w) = self.workers.lock() {
             if let Some(slot) = w.get_mut(i) {
+                let activity = |s: &WorkerSnapshot| s.capture.packets + s.exchanges.total;
+                if activity(&snap) > activity(slot) {
+                    self.last_traffic_unix.store(unix_now(), Ordering::Relaxed);
+                }
                 *slot = snap;
             }
         }
@@ -234,6 +263,109 @@ impl Shared {
         cv.notify_all();
     }
 
+    /// Attaches the publisher's status (shown by the admin API and metrics).
+    pub(super) fn set_publisher(&self, status: Arc<crate::publish::Status>) {
+        let _ = self.publisher.set(status);
+    }
+
+    /// Called by the aggregator after each batch: when the publisher asked
+    /// for a copy, the aggregator (the only writer) takes it between two
+    /// batches, so the publisher never holds the lock the aggregator needs.
+    /// The hand-over never waits: if the publisher still has not taken the
+    /// previous copy, this one is dropped.
+    pub(super) fn offer_snapshot(&self) {
+        if !self.snapshot_wanted.load(Ordering::Relaxed)
+            || !self.snapshot_wanted.swap(false, Ordering::AcqRel)
+        {
+            return;
+        }
+        let Some(obs) = self.obs.read().ok().map(|o| o.clone()) else {
+            return;
+        };
+        if let Ok(slot) = self.snapshot_slot.lock() {
+            if let Some(tx) = slot.as_ref() {
+                let _ = tx.try_send(obs);
+            }
+        }
+    }
+
+    /// The publisher's source of observation copies: asks the aggregator
+    /// for one; if no batch comes within half a second (no traffic, so no
+    /// writer to hold up), copies them itself.
+    pub(super) fn publisher_snapshots(self: &Arc<Self>) -> crate::publish::SnapshotFn {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Observations>(1);
+        if let Ok(mut slot) = self.snapshot_slot.lock() {
+            *slot = Some(tx);
+        }
+        let shared = self.clone();
+        Box::new(move || {
+            // A copy left over from an earlier request is stale.
+            while rx.try_recv().is_ok() {}
+            shared.snapshot_wanted.store(true, Ordering::Release);
+            let obs = match rx.recv_timeout(Duration::from_millis(500)) {
+                Ok(o) => o,
+                Err(_) => {
+                    shared.snapshot_wanted.store(false, Ordering::Release);
+                    shared.obs.read().ok()?.clone()
+                }
+            };
+            let infer = shared.infer.read().ok()?.clone();
+            Some(crate::publish::Snapshot {
+                obs,
+                infer,
+                uptime_s: shared.started.elapsed().as_secs(),
+            })
+        })
+    }
+
+    /// The largest of three loss fractions: what the sources lost (kernel
+    /// rings, their own queues), frames/events dropped before analysis over
+    /// those read, and exchanges dropped over those produced. Cumulative
+    /// since start.
+    fn drop_rate(&self, w: &[WorkerSnapshot]) -> (u64, f64) {
+        let frames: u64 = w.iter().map(|s| s.capture.packets).sum();
+        let exchanges: u64 = w.iter().map(|s| s.exchanges.total).sum();
+        let dropped: u64 = self.drops.lock().map(|d| d.values().sum()).unwrap_or(0);
+        let xdropped: u64 = self
+            .exchange_drops
+            .lock()
+            .map(|d| d.values().sum())
+            .unwrap_or(0);
+        let frac = |d: u64, n: u64| {
+            if d + n == 0 {
+                0.0
+            } else {
+                d as f64 / (d + n) as f64
+            }
+        };
+        let (mut src_lost, mut src_delivered) = (0u64, 0u64);
+        if let Ok(fs) = self.source_drops.lock() {
+            for f in fs.iter() {
+                let (l, d) = f();
+                src_lost += l;
+                src_delivered += d;
+            }
+        }
+        (
+            dropped + xdropped + src_lost,
+            frac(dropped, frames)
+                .max(frac(xdropped, exchanges))
+                .max(frac(src_lost, src_delivered)),
+        )
+    }
+
+    /// `/api/v1/publisher`.
+    fn publisher_view(&self) -> serde_json::Value {
+        match self.publisher.get() {
+            Some(p) => {
+                let mut v = serde_json::to_value(p.view()).unwrap_or_default();
+                v["enabled"] = serde_json::Value::Bool(true);
+                v
+            }
+            None => serde_json::json!({ "enabled": false }),
+        }
+    }
+
     /// Exchanges observed since start (restored ones not included).
     pub fn exchanges_observed(&self) -> u64 {
         self.exchanges_observed.load(Ordering::Relaxed)
@@ -258,6 +390,9 @@ impl Shared {
         };
         let infer = self.infer.read().map(|i| i.clone()).unwrap_or_default();
         let model = contracts::model::build(&apis, &infer);
+        let (dropped_total, drop_rate) = self.drop_rate(&w);
+        let last_traffic = self.last_traffic_unix.load(Ordering::Relaxed);
+        let publisher = self.publisher.get().map(|p| p.view());
         serde_json::json!({
             "uptime_seconds": self.started.elapsed().as_secs(),
             "ready": self.ready.load(Ordering::Relaxed),
@@ -279,6 +414,11 @@ impl Shared {
             "save_errors": self.save_errors.load(Ordering::Relaxed),
             "source_errors": self.source_errors.lock().map(|s| s.clone()).unwrap_or_default(),
             "file_sources_running": self.files_running.load(Ordering::Relaxed),
+            "dropped_total": dropped_total,
+            "drop_rate": drop_rate,
+            "last_traffic_unix": (last_traffic > 0).then_some(last_traffic),
+            "last_traffic_age_seconds": (last_traffic > 0).then(|| unix_now().saturating_sub(last_traffic)),
+            "publisher": publisher,
         })
     }
 
@@ -403,6 +543,9 @@ impl Shared {
                 f(&mut m);
             }
         }
+        if let Some(p) = self.publisher.get() {
+            p.render(&mut m);
+        }
         self.operation_metrics(&mut m);
         m.render()
     }
@@ -496,6 +639,12 @@ impl Shared {
     }
 }
 
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// Sums the numeric fields of serialisable counter structs (timestamps and
 /// other non-counters are left out).
 fn sum_counters<'a, T: serde::Serialize + 'a>(
@@ -532,6 +681,10 @@ impl AdminState for Shared {
         self.ready.load(Ordering::Relaxed)
     }
 
+    fn ready_detail(&self) -> Option<String> {
+        self.publisher.get().and_then(|p| p.ready_detail())
+    }
+
     fn api(&self, path: &str) -> Option<ApiResponse> {
         let json = |v: serde_json::Value| ApiResponse {
             status: 200,
@@ -547,6 +700,7 @@ impl AdminState for Shared {
                 };
                 Some(json(crate::view::build(self.summary(), &obs, &infer)))
             }
+            "publisher" => Some(json(self.publisher_view())),
             "operations" | "endpoints" => Some(json(self.operations())),
             other => self.document(other),
         }

@@ -380,10 +380,19 @@ fn route(shared: &Shared, req: &Request) -> Response {
             } else {
                 (state.ready(), "ready", "not ready")
             };
-            return if ok {
-                Response::text(200, yes)
+            let detail = if path == "/readyz" {
+                state.ready_detail()
             } else {
-                Response::text(503, no)
+                None
+            };
+            let text = |base: &str| match &detail {
+                Some(d) => format!("{base}\n{d}"),
+                None => base.to_owned(),
+            };
+            return if ok {
+                Response::text(200, &text(yes))
+            } else {
+                Response::text(503, &text(no))
             };
         }
         _ => {}

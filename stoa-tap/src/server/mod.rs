@@ -99,6 +99,11 @@ pub trait AdminState: Send + Sync + 'static {
     fn healthy(&self) -> bool;
     /// `/readyz`: false answers `503`.
     fn ready(&self) -> bool;
+    /// A line added to the `/readyz` answer when something needs attention
+    /// although the daemon is ready (e.g. the control plane refused the key).
+    fn ready_detail(&self) -> Option<String> {
+        None
+    }
     /// `GET /api/v1/<path>`: `path` is what follows `/api/v1/`, without the query
     /// string (e.g. `summary`, `operations`, `openapi.yaml`; empty for `/api/v1` and
     /// `/api/v1/`). `None` answers a `404` JSON error.

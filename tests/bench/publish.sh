@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# Capture throughput of `stoa-tap run` with the publisher on, pointed at a
+# black-holed control plane, against the publisher off (prints figures; not a
+# test).
+#
+#     tests/bench/publish.sh                   # 8 rounds, 300 copies of wrk_short.pcap
+#     ROUNDS=12 COPIES=500 tests/bench/publish.sh
+#
+# The traffic is fixtures/real/wrk_short.pcap (3,639 exchanges) repeated
+# COPIES times with each copy's clients on their own address
+# (pcap_repeat.py), replayed by the file source as fast as the pipeline takes
+# it. The black hole is a TCP socket that listens with a backlog of one and
+# never accepts: the first connection completes and is never answered, later
+# SYNs are dropped, so every publisher call waits for its timeout. The
+# publisher runs with 1 s heartbeat and discovery intervals (a copy of the
+# observations every second) and a 2 s timeout. Rounds alternate which
+# variant goes first; a round's figure is exchanges / wall time from start
+# until every exchange was observed or counted as dropped (admin API polled
+# every 50 ms, the same in both variants). Prints the median of each
+# variant, their ratio (on / off), and the median of the per-round ratios
+# (each round's two runs are neighbours in time, so machine drift cancels).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$ROOT"
+ROUNDS="${ROUNDS:-8}"
+COPIES="${COPIES:-300}"
+
+cargo build --release -q -p stoa-tap
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/stoa-tap"
+WORK="$(mktemp -d /tmp/stoa-publish-bench.XXXXXX)"
+HOLE_PID=""
+cleanup() {
+    [ -n "$HOLE_PID" ] && kill "$HOLE_PID" 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+python3 tests/bench/pcap_repeat.py fixtures/real/wrk_short.pcap "$WORK/traffic.pcap" "$COPIES"
+EXPECTED=$((3639 * COPIES))
+
+# The black hole: listens, never accepts.
+python3 -c '
+import socket, sys, time
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+s.listen(1)
+print(s.getsockname()[1], flush=True)
+while True:
+    time.sleep(3600)
+' > "$WORK/hole.port" &
+HOLE_PID=$!
+for _ in $(seq 50); do [ -s "$WORK/hole.port" ] && break; sleep 0.1; done
+HOLE_PORT="$(cat "$WORK/hole.port")"
+echo "gw-bench-key" > "$WORK/key"
+: > "$WORK/off.yaml"
+cat > "$WORK/on.yaml" <<YAML
+control_plane:
+  url: http://127.0.0.1:$HOLE_PORT
+  key_file: $WORK/key
+  heartbeat_interval_s: 1
+  discovery_interval_s: 1
+  request_timeout_s: 2
+YAML
+
+# run_once VARIANT: prints exchanges per second.
+run_once() {
+    local variant=$1 state="$WORK/state-$1" err="$WORK/$1.err"
+    # The log of the previous round goes first: its admin address is stale.
+    rm -rf "$state" "$err"
+    local t0 t1 addr=""
+    t0=$(date +%s.%N)
+    "$BIN" -v run --config "$WORK/$variant.yaml" --replay "$WORK/traffic.pcap" \
+        --state-dir "$state" --admin-bind 127.0.0.1:0 --set workers=1 > /dev/null 2> "$err" &
+    local pid=$!
+    for _ in $(seq 200); do
+        addr=$(grep -o 'admin server listening addr=[0-9.:]*' "$err" | head -1 | sed 's/.*addr=//') || true
+        [ -n "$addr" ] && break
+        sleep 0.02
+    done
+    [ -n "$addr" ] || { cat "$err" >&2; kill "$pid"; return 1; }
+    while :; do
+        done_n=$(curl -sf -m 10 "http://$addr/api/v1/summary" | python3 -c '
+import json, sys
+s = json.load(sys.stdin)
+print(s["exchanges_observed"] + sum(s["dropped_exchanges"].values()))' 2>/dev/null || echo 0)
+        [ "$done_n" -ge "$EXPECTED" ] && break
+        sleep 0.05
+    done
+    t1=$(date +%s.%N)
+    kill -TERM "$pid"
+    wait "$pid" || true
+    if [ "$variant" = on ] && ! grep -q 'publisher started' "$err"; then
+        echo "publisher did not start" >&2
+        return 1
+    fi
+    python3 -c "print(round($EXPECTED / ($t1 - $t0)))"
+}
+
+echo "traffic: $COPIES x wrk_short.pcap = $EXPECTED exchanges; black hole on 127.0.0.1:$HOLE_PORT"
+off=()
+on=()
+for r in $(seq "$ROUNDS"); do
+    if [ $((r % 2)) = 1 ]; then order="off on"; else order="on off"; fi
+    for v in $order; do
+        x=$(run_once "$v")
+        if [ "$v" = off ]; then off+=("$x"); else on+=("$x"); fi
+        echo "round $r $v: $x exchanges/s"
+    done
+done
+grep -h 'control plane call failed' "$WORK/on.err" | head -1 | sed 's/^/last round, publisher: /' || true
+python3 - "${off[*]}" "${on[*]}" <<'PY'
+import statistics, sys
+off = [float(x) for x in sys.argv[1].split()]
+on = [float(x) for x in sys.argv[2].split()]
+mo, mn = statistics.median(off), statistics.median(on)
+print(f"publisher off: median {mo:,.0f} exchanges/s ({', '.join(f'{x:,.0f}' for x in off)})")
+print(f"publisher on (black-holed): median {mn:,.0f} exchanges/s ({', '.join(f'{x:,.0f}' for x in on)})")
+print(f"ratio of the medians on/off: {mn / mo:.3f}")
+pairs = [b / a for a, b in zip(off, on)]
+print(f"per-round ratios: {', '.join(f'{r:.3f}' for r in pairs)}; median {statistics.median(pairs):.3f}")
+PY
