@@ -103,6 +103,11 @@ impl VerifyReport {
                 "\n{:<20} {:<40} would block {:>6}   already refused {:>6}\n",
                 r.rule, r.object_name, r.would_block, r.already_refused
             ));
+            if r.reasons.len() > 1 || r.reasons.keys().any(|k| *k != r.rule) {
+                let parts: Vec<String> =
+                    r.reasons.iter().map(|(k, v)| format!("{k} {v}")).collect();
+                s.push_str(&format!("    by reason: {}\n", parts.join(", ")));
+            }
             for e in &r.examples {
                 let status = e.status.map_or("-".to_string(), |c| c.to_string());
                 s.push_str(&format!(

@@ -165,14 +165,14 @@ fn build(args: BuildArgs) -> i32 {
     for n in &b.notes {
         eprintln!("note: {n}");
     }
-    println!(
-        "bundle: {} exchanges -> {} routes, {} policies, {} contracts -> {}",
+    emit(&format!(
+        "bundle: {} exchanges -> {} routes, {} policies, {} contracts -> {}\n",
         b.source.exchanges,
         b.routes.len(),
         b.policies.len(),
         b.contracts.len(),
         output.display()
-    );
+    ));
     tracing::info!(
         routes = b.routes.len(),
         policies = b.policies.len(),
@@ -180,6 +180,13 @@ fn build(args: BuildArgs) -> i32 {
         "bundle written"
     );
     status
+}
+
+/// Writes to stdout; a closed pipe (`| head`) is not an error worth a panic.
+fn emit(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
 }
 
 fn read_bundle(path: &Path) -> Result<Bundle, i32> {
@@ -215,12 +222,9 @@ fn verify(args: VerifyArgs) -> i32 {
     };
     let report = verifier.finish();
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).unwrap_or_default()
-        );
+        emit(&(serde_json::to_string_pretty(&report).unwrap_or_default() + "\n"));
     } else {
-        print!("{}", report.to_text());
+        emit(&report.to_text());
     }
     tracing::info!(
         exchanges = report.exchanges,
@@ -386,12 +390,13 @@ fn apply(args: ApplyArgs) -> i32 {
 
     if args.dry_run {
         let mut outcomes = Vec::new();
+        let mut text = String::new();
         for (kind, path, id, name, body) in &objects {
             if !args.json {
-                println!(
-                    "POST {admin_base}{path}\n{}",
+                text.push_str(&format!(
+                    "POST {admin_base}{path}\n{}\n",
                     serde_json::to_string_pretty(body).unwrap_or_default()
-                );
+                ));
             }
             outcomes.push(Outcome {
                 kind,
@@ -402,6 +407,7 @@ fn apply(args: ApplyArgs) -> i32 {
                 error: None,
             });
         }
+        emit(&text);
         return finish_apply(admin_base, true, outcomes, args.json);
     }
 
@@ -501,30 +507,30 @@ fn finish_apply(admin: String, dry_run: bool, objects: Vec<Outcome>, json: bool)
         totals,
         objects,
     };
+    let mut text = String::new();
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).unwrap_or_default()
-        );
+        text = serde_json::to_string_pretty(&report).unwrap_or_default() + "\n";
     } else {
         for o in &report.objects {
             if dry_run {
                 continue;
             }
             let status = o.status.map_or(String::new(), |s| format!(" ({s})"));
-            println!(
-                "{:<10} {:<7} {:<40} {}{status}",
+            text.push_str(&format!(
+                "{:<10} {:<7} {:<40} {}{status}\n",
                 o.result, o.kind, o.name, o.id
-            );
+            ));
             if let Some(e) = &o.error {
-                println!("           error: {e}");
+                text.push_str(&format!("           error: {e}\n"));
             }
         }
         for (kind, t) in &report.totals {
             let parts: Vec<String> = t.iter().map(|(k, v)| format!("{v} {k}")).collect();
-            println!("{kind}s: {}", parts.join(", "));
+            let kind = if kind == "policy" { "policies" } else { "routes" };
+            text.push_str(&format!("{kind}: {}\n", parts.join(", ")));
         }
     }
+    emit(&text);
     if failed {
         exit::FAILURE
     } else {
