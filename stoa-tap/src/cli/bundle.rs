@@ -354,33 +354,64 @@ fn same(listed: &Value, ours: &Value) -> bool {
     }
 }
 
+/// The objects to push, in order (routes, then policies): kind, admin path,
+/// id, name, body.
+type Pushed = Vec<(&'static str, &'static str, String, String, Value)>;
+
+/// Reads the objects of a bundle as they are written: the admin API, not
+/// this command, judges them (an edited bundle with a wrong type must reach
+/// the API and come back with its 422, not stop here).
+fn bundle_objects(path: &Path) -> Result<Pushed, i32> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        eprintln!("error: {}: cannot read: {e}", path.display());
+        exit::UNREADABLE
+    })?;
+    let doc: Value = serde_json::from_str(&text).map_err(|e| {
+        eprintln!("error: {}: not JSON: {e}", path.display());
+        exit::USAGE
+    })?;
+    if doc.get("kind").and_then(Value::as_str) != Some(bundle::BUNDLE_KIND)
+        || doc.get("format_version").and_then(Value::as_u64)
+            != Some(u64::from(bundle::BUNDLE_FORMAT_VERSION))
+    {
+        eprintln!(
+            "error: {}: not a stoa-tap policy bundle (kind {:?}, format_version {})",
+            path.display(),
+            bundle::BUNDLE_KIND,
+            bundle::BUNDLE_FORMAT_VERSION
+        );
+        return Err(exit::USAGE);
+    }
+    let mut out = Pushed::new();
+    for (list, key, kind, admin_path) in [
+        ("routes", "route", "route", "/admin/apis"),
+        ("policies", "policy", "policy", "/admin/policies"),
+    ] {
+        let Some(items) = doc.get(list).and_then(Value::as_array) else {
+            eprintln!("error: {}: no {list} list", path.display());
+            return Err(exit::USAGE);
+        };
+        for (i, item) in items.iter().enumerate() {
+            let Some(body) = item.get(key).filter(|b| b.is_object()) else {
+                eprintln!("error: {}: {list}[{i}] has no {key} object", path.display());
+                return Err(exit::USAGE);
+            };
+            let field = |f: &str| {
+                body.get(f)
+                    .and_then(Value::as_str)
+                    .map_or_else(|| format!("{list}[{i}]"), str::to_string)
+            };
+            out.push((kind, admin_path, field("id"), field("name"), body.clone()));
+        }
+    }
+    Ok(out)
+}
+
 fn apply(args: ApplyArgs) -> i32 {
-    let b = match read_bundle(&args.bundle) {
-        Ok(b) => b,
+    let objects = match bundle_objects(&args.bundle) {
+        Ok(o) => o,
         Err(code) => return code,
     };
-    let objects: Vec<(&'static str, &'static str, String, String, Value)> = b
-        .routes
-        .iter()
-        .map(|r| {
-            (
-                "route",
-                "/admin/apis",
-                r.route.id.clone(),
-                r.route.name.clone(),
-                serde_json::to_value(&r.route).unwrap_or(Value::Null),
-            )
-        })
-        .chain(b.policies.iter().map(|p| {
-            (
-                "policy",
-                "/admin/policies",
-                p.policy.id.clone(),
-                p.policy.name.clone(),
-                serde_json::to_value(&p.policy).unwrap_or(Value::Null),
-            )
-        }))
-        .collect();
     let admin_base = args
         .admin
         .as_deref()
@@ -526,7 +557,11 @@ fn finish_apply(admin: String, dry_run: bool, objects: Vec<Outcome>, json: bool)
         }
         for (kind, t) in &report.totals {
             let parts: Vec<String> = t.iter().map(|(k, v)| format!("{v} {k}")).collect();
-            let kind = if kind == "policy" { "policies" } else { "routes" };
+            let kind = if kind == "policy" {
+                "policies"
+            } else {
+                "routes"
+            };
             text.push_str(&format!("{kind}: {}\n", parts.join(", ")));
         }
     }
