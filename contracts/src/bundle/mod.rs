@@ -58,6 +58,8 @@ pub mod rule {
     pub const BODY_TOO_LARGE: &str = "body_too_large";
     /// The upstream took longer than the route's timeout.
     pub const TIMEOUT: &str = "timeout";
+    /// A `jwt_validation` policy (its report counts each reason below).
+    pub const JWT_VALIDATION: &str = "jwt_validation";
     /// A token is required and none was sent.
     pub const JWT_MISSING: &str = "jwt_missing";
     /// A bearer token that is not a readable JWT.

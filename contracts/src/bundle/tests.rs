@@ -430,3 +430,29 @@ fn prefixes_and_ids() {
     assert_eq!(id.len(), 36);
     assert_eq!(&id[14..15], "8");
 }
+
+#[test]
+fn preflights_are_answered_by_the_cors_policy() {
+    let b = bundle_of(&baseline());
+    let preflight = |origin: &str, ms: u64| {
+        with_header(
+            with_header(ex("OPTIONS", "/api/v1/orders", ms, 204), "Origin", origin),
+            "Access-Control-Request-Method",
+            "POST",
+        )
+    };
+    // OPTIONS was never observed, yet a preflight from a known origin passes.
+    let r = replay(
+        &b,
+        &[
+            preflight("https://shop.example.com", 200_000),
+            preflight("https://evil.example", 200_100),
+        ],
+    );
+    let by = r.by_reason();
+    assert_eq!(by.get(rule::CORS_ORIGIN), Some(&1), "{by:?}");
+    assert_eq!(r.would_block, 1);
+    // A plain OPTIONS is not a preflight: the method allowlist applies.
+    let r = replay(&b, &[ex("OPTIONS", "/api/v1/orders", 300_000, 200)]);
+    assert_eq!(r.by_reason().get(rule::METHOD_NOT_ALLOWED), Some(&1));
+}

@@ -129,6 +129,8 @@ struct Record {
     target: String,
     path: String,
     origin: Option<String>,
+    /// `OPTIONS` with `Access-Control-Request-Method`: a CORS preflight.
+    preflight: bool,
     auth: Auth,
     body_len: u64,
     latency_ns: Option<u64>,
@@ -245,7 +247,7 @@ fn compile(ptype: &str, c: &Value) -> Check {
 fn rule_of(check: &Check) -> &'static str {
     match check {
         Check::Cors { .. } => rule::CORS_ORIGIN,
-        Check::Jwt { .. } => "jwt_validation",
+        Check::Jwt { .. } => rule::JWT_VALIDATION,
         Check::Body { .. } => rule::BODY_TOO_LARGE,
         Check::Timeout { .. } => rule::TIMEOUT,
         Check::Rate { .. } => rule::RATE_LIMITED,
@@ -344,6 +346,8 @@ impl Verifier {
             target: ex.request.target.clone(),
             path: target.path.to_string(),
             origin: ex.request_header("origin").map(|o| o.trim().to_string()),
+            preflight: ex.request.method.eq_ignore_ascii_case("OPTIONS")
+                && ex.request_header("access-control-request-method").is_some(),
             auth,
             body_len: ex.request.body.wire_len,
             latency_ns: ex.timing.latency_ns(),
@@ -432,6 +436,24 @@ impl Verifier {
             ));
         };
         let route = &self.routes[ri];
+        // A route with a CORS policy answers preflights itself: only the
+        // origin matters, whatever the method allowlist says.
+        if rec.preflight {
+            let cors = route.policies.iter().find_map(|p| match &p.check {
+                Check::Cors { origins } => Some((p.slot, origins)),
+                _ => None,
+            });
+            if let Some((slot, origins)) = cors {
+                return match (origins, &rec.origin) {
+                    (Some(allowed), Some(o)) if !allowed.contains(o) => Some((
+                        slot,
+                        rule::CORS_ORIGIN,
+                        format!("preflight from origin {o} not allowed"),
+                    )),
+                    _ => None,
+                };
+            }
+        }
         if !route.methods.is_empty() && !route.methods.contains(&rec.method) {
             return Some((
                 route.method_slot,

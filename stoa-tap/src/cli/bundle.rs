@@ -301,7 +301,7 @@ impl Admin {
             .get(&url)
             .bearer_auth(&self.token)
             .send()
-            .map_err(|e| (0, format!("GET {url}: {e}")))?;
+            .map_err(|e| (0, format!("GET {url}: {}", chain(&e))))?;
         let status = resp.status().as_u16();
         if status == 401 || status == 403 {
             return Err(error_text(resp));
@@ -336,7 +336,7 @@ impl Admin {
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(serde_json::to_vec(body).unwrap_or_default())
             .send()
-            .map_err(|e| (0, format!("POST {url}: {e}")))?;
+            .map_err(|e| (0, format!("POST {url}: {}", chain(&e))))?;
         let status = resp.status().as_u16();
         if (200..300).contains(&status) {
             Ok(status)
@@ -344,6 +344,19 @@ impl Admin {
             Err(error_text(resp))
         }
     }
+}
+
+/// An error and its causes (reqwest's own message hides the interesting part,
+/// e.g. "connection refused").
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
 }
 
 /// Whether the listed object already holds every field we would send.
@@ -481,6 +494,10 @@ fn apply(args: ApplyArgs) -> i32 {
         match api.list(path) {
             Ok(l) => {
                 listings.insert(path, l);
+            }
+            Err((0, text)) => {
+                eprintln!("error: cannot reach the admin API: {text}");
+                return exit::FAILURE;
             }
             Err((status, text)) => {
                 eprintln!("error: the admin API refused the token: {status} {text}");
