@@ -338,6 +338,27 @@ impl AdminServer {
         (status, body)
     }
 
+    /// POST a raw body with a content type (and the token when given).
+    fn post(&self, path: &str, ctype: &str, token: Option<&str>, body: &str) -> (u16, String) {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
+        let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+        write!(
+            s,
+            "POST {path} HTTP/1.1\r\nHost: admin\r\n{auth}Content-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .expect("send");
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).expect("read");
+        let status = resp
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = resp.split_once("\r\n\r\n").map_or("", |x| x.1).to_string();
+        (status, body)
+    }
+
     /// Both listings, as served (bytes).
     fn state(&self, token: &str) -> String {
         let (s1, apis) = self.get("/admin/apis", Some(token));
@@ -494,4 +515,59 @@ fn apply_without_a_listing_relies_on_the_status() {
     let t = text(&second.stdout);
     // 200 for a known id: accepted, nothing created.
     assert!(t.contains("accepted") && !t.contains("created"), "{t}");
+}
+
+/// The test admin API answers like the gateway's (the reference's observed
+/// behaviour), so that `apply` is tested against the real contract.
+#[test]
+fn test_admin_api_validates_like_the_gateway() {
+    let dir = temp_dir("bundle-admin-server");
+    let token = dir.path().join("token");
+    std::fs::write(&token, "tok").expect("token");
+    let server = AdminServer::start(dir.path(), &token, &[]);
+    let route = serde_json::json!({
+        "id": "r1", "name": "orders", "tenant_id": "acme", "path_prefix": "/orders",
+        "backend_url": "http://orders.internal:8080/orders", "methods": ["GET"],
+        "spec_hash": "sha256:00", "activated": true,
+    });
+    let json = "application/json";
+    let post = |body: &Value, ctype: &str, tok: Option<&str>| {
+        server.post("/admin/apis", ctype, tok, &body.to_string())
+    };
+    assert_eq!(post(&route, json, None).0, 401);
+    assert_eq!(post(&route, json, Some("nope")).0, 401);
+    assert_eq!(post(&route, "text/plain", Some("tok")).0, 415);
+    assert_eq!(post(&route, json, Some("tok")).0, 201);
+    assert_eq!(post(&route, json, Some("tok")).0, 200);
+    let mut missing = route.clone();
+    missing.as_object_mut().expect("object").remove("spec_hash");
+    let (status, body) = post(&missing, json, Some("tok"));
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("spec_hash"), "{body}");
+    let mut bad = route.clone();
+    bad["name"] = Value::from("");
+    bad["path_prefix"] = Value::from("orders");
+    let (status, body) = post(&bad, json, Some("tok"));
+    assert_eq!(status, 400);
+    assert!(
+        body.contains("name must not be empty") && body.contains("path_prefix"),
+        "{body}"
+    );
+    for backend in [
+        "http://10.0.0.5",
+        "http://127.0.0.1:5555",
+        "http://[::1]/",
+        "http://localhost",
+    ] {
+        let mut b = route.clone();
+        b["backend_url"] = Value::from(backend);
+        assert_eq!(post(&b, json, Some("tok")).0, 400, "{backend}");
+    }
+    let policy = serde_json::json!({
+        "id": "p1", "name": "orders-rl", "policy_type": "rate_limit",
+        "config": {"maxRequests": 5, "intervalSeconds": 1}, "priority": "1", "api_id": "r1",
+    });
+    let (status, body) = server.post("/admin/policies", json, Some("tok"), &policy.to_string());
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("priority"));
 }
