@@ -7,8 +7,9 @@ use super::{
 use crate::config::{InferenceConfig, Limits};
 use crate::model::{ApiModel, OperationModel};
 use crate::path::{normalize_host, split_target};
+use crate::security::{decode_jwt, parse_authorization, AuthHeader};
 use crate::stats::{Histogram, RateSeries, LATENCY_BITS, SIZE_BITS};
-use crate::util::{rfc3339, BoundedMap};
+use crate::util::{rfc3339, BoundedMap, Merge};
 use crate::{Exchange, Observations};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -68,73 +69,129 @@ pub enum BundleError {
     /// Backend URL not `http(s)://host[:port][/path]`.
     #[error("backend URL must be http://HOST[:PORT][/PATH] or https://... (got {0:?})")]
     BackendUrl(String),
-    /// Empty tenant.
-    #[error("tenant must not be empty")]
+    /// Empty tenant, or one with `:` or whitespace.
+    #[error("tenant must be non-empty, without ':' or whitespace")]
     Tenant,
 }
 
-/// Request origins per host: the one piece of evidence a bundle needs that
-/// [`Observations`] do not keep (they drop `Origin` as a browser header).
-/// Bounded (at most 64 origins per host, the smallest hashes kept, so the
-/// content does not depend on order), mergeable, serialisable.
+/// What a bundle needs to know about requests that [`Observations`] do not
+/// keep: the `Origin`s that called each host (observations drop `Origin` as a
+/// browser header), and which JWT claims some bearer tokens lacked (an
+/// issuer or audience check must not be enforced when served tokens had no
+/// such claim). Per host; bounded (at most 256 hosts and 64 origins per host,
+/// the smallest hashes kept, so the content does not depend on order);
+/// mergeable (associative, commutative); serialisable.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct OriginObs {
-    /// Origins by normalised host.
-    pub(crate) hosts: BTreeMap<String, BoundedMap<u64>>,
-    /// Requests with an `Origin` whose host was not kept.
-    #[serde(default)]
-    pub hosts_dropped: u64,
+pub struct RequestEvidence {
+    /// Facts by normalised host.
+    pub(crate) hosts: BoundedMap<HostFacts>,
     #[serde(skip)]
     host_buf: String,
+    /// Tokens already decoded (a cache: the facts are sets, so decoding a
+    /// token once or many times gives the same result).
+    #[serde(skip)]
+    seen_tokens: std::collections::HashSet<u64>,
 }
 
-impl OriginObs {
-    /// Records the `Origin` of one exchange, if it has one.
+/// Request facts of one host.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct HostFacts {
+    /// Requests by `Origin`.
+    #[serde(default)]
+    pub origins: BoundedMap<u64>,
+    /// JWT claims (`iss`, `aud`, `alg`) that at least one token lacked.
+    #[serde(default)]
+    pub jwt_without: BTreeSet<String>,
+    /// Requests seen with an `Origin` or a JWT (the host's weight).
+    #[serde(default)]
+    pub requests: u64,
+}
+
+impl Merge for HostFacts {
+    fn merge_from(&mut self, o: &Self, limits: &Limits) {
+        self.origins.merge_capped(&o.origins, MAX_ORIGINS, limits);
+        self.jwt_without.extend(o.jwt_without.iter().cloned());
+        self.requests += o.requests;
+    }
+    fn weight(&self) -> u64 {
+        self.requests
+    }
+}
+
+impl RequestEvidence {
+    /// Records the `Origin` and the JWT claims present of one exchange.
     pub fn observe(&mut self, ex: &Exchange) {
-        let Some(origin) = ex.request_header("origin") else {
-            return;
-        };
-        let origin = origin.trim();
-        if origin.is_empty() || origin.len() > 200 {
+        let origin = ex
+            .request_header("origin")
+            .map(str::trim)
+            .filter(|o| !o.is_empty() && o.len() <= 200);
+        let token = ex
+            .request_header("authorization")
+            .and_then(parse_authorization)
+            .and_then(|a| match a {
+                AuthHeader::Bearer(t) if crate::redact::is_jwt(t) => Some(t),
+                _ => None,
+            });
+        if origin.is_none() && token.is_none() {
             return;
         }
         let target = split_target(&ex.request.target);
         let raw = ex.request_header("host").or(target.authority).unwrap_or("");
-        normalize_host(raw, &mut self.host_buf);
-        self.add(&self.host_buf.clone(), origin, 1);
-    }
-
-    fn add(&mut self, host: &str, origin: &str, n: u64) {
-        if !self.hosts.contains_key(host) && self.hosts.len() >= MAX_ORIGIN_HOSTS {
-            self.hosts_dropped += n;
+        let mut host = std::mem::take(&mut self.host_buf);
+        normalize_host(raw, &mut host);
+        let Some(facts) = self.hosts.slot(&host, MAX_ORIGIN_HOSTS, HostFacts::default) else {
+            self.hosts.drop_weight(1);
+            self.host_buf = host;
             return;
+        };
+        facts.requests += 1;
+        if let Some(o) = origin {
+            match facts.origins.slot(o, MAX_ORIGINS, || 0) {
+                Some(c) => *c += 1,
+                None => facts.origins.drop_weight(1),
+            }
         }
-        let m = self.hosts.entry(host.to_string()).or_default();
-        match m.slot(origin, MAX_ORIGINS, || 0) {
-            Some(c) => *c += n,
-            None => m.drop_weight(n),
+        if let Some(t) = token {
+            let key = crate::util::mix(crate::util::hash_str(&host), crate::util::hash_str(t));
+            if self.seen_tokens.len() > 65_536 {
+                self.seen_tokens.clear();
+            }
+            if self.seen_tokens.insert(key) {
+                match decode_jwt(t) {
+                    Some(f) => {
+                        for (claim, absent) in [
+                            ("iss", f.iss.is_none()),
+                            ("aud", f.aud.is_empty()),
+                            ("alg", f.alg.is_none()),
+                        ] {
+                            if absent {
+                                facts.jwt_without.insert(claim.to_string());
+                            }
+                        }
+                    }
+                    None => {
+                        facts.jwt_without.insert("claims".to_string());
+                    }
+                }
+            }
         }
+        self.host_buf = host;
     }
 
     /// Folds `other` in (associative and commutative).
-    pub fn merge(&mut self, other: &OriginObs) {
-        self.hosts_dropped += other.hosts_dropped;
-        let limits = Limits::default();
-        for (h, m) in &other.hosts {
-            if !self.hosts.contains_key(h) && self.hosts.len() >= MAX_ORIGIN_HOSTS {
-                self.hosts_dropped += m.entries.values().sum::<u64>() + m.dropped;
-                continue;
-            }
-            self.hosts
-                .entry(h.clone())
-                .or_default()
-                .merge_capped(m, MAX_ORIGINS, &limits);
-        }
+    pub fn merge(&mut self, other: &RequestEvidence) {
+        self.hosts
+            .merge_capped(&other.hosts, MAX_ORIGIN_HOSTS, &Limits::default());
     }
 
-    /// Whether any origin was recorded.
+    /// Whether nothing was recorded.
     pub fn is_empty(&self) -> bool {
-        self.hosts.is_empty()
+        self.hosts.entries.is_empty() && self.hosts.dropped == 0
+    }
+
+    /// Origins and requests of a host.
+    fn host(&self, host: &str) -> Option<&HostFacts> {
+        self.hosts.entries.get(host)
     }
 }
 
@@ -152,14 +209,20 @@ struct Group<'a> {
 /// says so.
 pub fn build(
     obs: &Observations,
-    origins: Option<&OriginObs>,
+    evidence: Option<&RequestEvidence>,
     cfg: &InferenceConfig,
     opts: &BundleOptions,
 ) -> Result<Bundle, BundleError> {
     if !opts.headroom.is_finite() || opts.headroom < 1.0 {
         return Err(BundleError::Headroom(opts.headroom));
     }
-    if opts.tenant_id.trim().is_empty() {
+    // The tenant is half of `contract_key` (`tenant:name`).
+    if opts.tenant_id.trim().is_empty()
+        || opts
+            .tenant_id
+            .chars()
+            .any(|c| c == ':' || c.is_whitespace() || c.is_control())
+    {
         return Err(BundleError::Tenant);
     }
     let backend_base = match &opts.backend_url {
@@ -291,10 +354,10 @@ pub fn build(
             window: &window,
             limits,
         };
-        if let Some(p) = origins.and_then(|o| cors_policy(&ctx, g, o, &methods)) {
+        if let Some(p) = evidence.and_then(|o| cors_policy(&ctx, g, o, &methods)) {
             policies.push(p);
         }
-        match jwt_policy(&ctx, g) {
+        match jwt_policy(&ctx, g, evidence) {
             Ok(Some(p)) => policies.push(p),
             Ok(None) => {}
             Err(note) => notes.push(format!("{prefix}: {note}")),
@@ -306,8 +369,8 @@ pub fn build(
         policies.push(rate_policy(&ctx, g));
     }
 
-    if origins.is_none() {
-        notes.push("no CORS policy: the inputs were observation files, which do not keep request origins; bundle from captures to derive allowed origins".into());
+    if evidence.is_none() {
+        notes.push("no CORS policy, and JWT claim checks assume every token carried iss, aud and alg: the inputs were observation files, which keep neither request origins nor absent claims; bundle from captures for both".into());
     }
     for b in &unsafe_backends {
         notes.push(format!(
@@ -341,7 +404,7 @@ pub fn build(
         source: Source {
             exchanges: obs.totals.exchanges,
             window: window(obs.totals.first_seen_ns, obs.totals.last_seen_ns),
-            origins_observed: origins.is_some(),
+            origins_observed: evidence.is_some(),
         },
         routes,
         policies,
@@ -527,7 +590,11 @@ fn timeout_policy(ctx: &PolicyCtx, g: &Group) -> Option<PolicyEntry> {
 
 /// The JWT policy of a route: `Ok(None)` when the route saw no bearer
 /// token, `Err(note)` when it saw some but no sound policy follows.
-fn jwt_policy(ctx: &PolicyCtx, g: &Group) -> Result<Option<PolicyEntry>, String> {
+fn jwt_policy(
+    ctx: &PolicyCtx,
+    g: &Group,
+    evidence: Option<&RequestEvidence>,
+) -> Result<Option<PolicyEntry>, String> {
     let mut bearer = 0u64;
     let mut anonymous = 0u64;
     let mut anonymous_ok = 0u64;
@@ -576,6 +643,20 @@ fn jwt_policy(ctx: &PolicyCtx, g: &Group) -> Result<Option<PolicyEntry>, String>
             tokens
         ));
     }
+    // A claim some served token lacked cannot be required: that check is
+    // left out (null), like a list that hit its cap.
+    let mut absent: BTreeSet<String> = BTreeSet::new();
+    for h in &g.hosts {
+        if let Some(f) = evidence.and_then(|e| e.host(h)) {
+            absent.extend(f.jwt_without.iter().cloned());
+        }
+    }
+    if absent.contains("claims") {
+        return Err("no jwt_validation policy: some bearer tokens looked like JWTs but their claims were unreadable".into());
+    }
+    iss_capped |= absent.contains("iss");
+    aud_capped |= absent.contains("aud");
+    algs_capped |= absent.contains("alg");
     // Required only when no request got through without credentials and
     // bearer tokens are the only credential seen: anything else would
     // refuse traffic that was served.
@@ -605,9 +686,10 @@ fn jwt_policy(ctx: &PolicyCtx, g: &Group) -> Result<Option<PolicyEntry>, String>
     observed.insert("audiences".into(), json!(aud));
     observed.insert("algorithms".into(), json!(algs));
     observed.insert(
-        "capped".into(),
+        "not_enforced".into(),
         json!({"issuers": iss_capped, "audiences": aud_capped, "algorithms": algs_capped}),
     );
+    observed.insert("claims_absent_in_some_tokens".into(), json!(absent));
     let why_required = if required {
         format!("required: {bearer} requests carried a bearer JWT and no request without credentials was served ({anonymous} anonymous, all refused)")
     } else if anonymous_ok > 0 {
@@ -617,7 +699,7 @@ fn jwt_policy(ctx: &PolicyCtx, g: &Group) -> Result<Option<PolicyEntry>, String>
     };
     let evidence = ctx.evidence(
         format!(
-            "{}/{}/{}/{}: issuers, audiences and algorithms are those read from the tokens seen (a list that hit the cap is not enforced: null); {why_required}",
+            "{}/{}/{}/{}: issuers, audiences and algorithms are those read from the tokens seen (a list that hit the cap, or a claim some token lacked, is not enforced: null); {why_required}",
             rule::JWT_MISSING,
             rule::JWT_ISSUER,
             rule::JWT_AUDIENCE,
@@ -639,17 +721,17 @@ fn jwt_policy(ctx: &PolicyCtx, g: &Group) -> Result<Option<PolicyEntry>, String>
 fn cors_policy(
     ctx: &PolicyCtx,
     g: &Group,
-    origins: &OriginObs,
+    evidence: &RequestEvidence,
     methods: &[String],
 ) -> Option<PolicyEntry> {
     let mut seen: BTreeMap<String, u64> = BTreeMap::new();
     let mut capped = false;
     for h in &g.hosts {
-        if let Some(m) = origins.hosts.get(*h) {
-            for (o, c) in &m.entries {
+        if let Some(f) = evidence.host(h) {
+            for (o, c) in &f.origins.entries {
                 *seen.entry(o.clone()).or_default() += c;
             }
-            capped |= m.dropped > 0;
+            capped |= f.origins.dropped > 0;
         }
     }
     if seen.is_empty() {

@@ -4,7 +4,8 @@
 //! rule the evidence behind it.
 //!
 //! * [`build()`] derives a [`Bundle`] from [`crate::Observations`] (plus the
-//!   request origins, which observations do not keep: [`OriginObs`]). It is a
+//!   request origins and absent JWT claims, which observations do not keep:
+//!   [`RequestEvidence`]). It is a
 //!   pure function: no clock, ids derived from content, ordered collections
 //!   only, so the same traffic gives a byte-identical bundle.
 //! * [`Verifier`] replays exchanges against a bundle the way the gateway would
@@ -19,7 +20,7 @@
 mod build;
 mod verify;
 
-pub use build::{build, BundleError, BundleOptions, OriginObs, DEFAULT_HEADROOM};
+pub use build::{build, BundleError, BundleOptions, RequestEvidence, DEFAULT_HEADROOM};
 pub use verify::{Example, RuleReport, Verifier, VerifyReport};
 
 use serde::{Deserialize, Serialize};

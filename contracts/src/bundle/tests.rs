@@ -115,7 +115,7 @@ fn baseline() -> Vec<Exchange> {
 fn bundle_of(exchanges: &[Exchange]) -> Bundle {
     let cfg = InferenceConfig::default();
     let mut obs = Observations::new(&cfg);
-    let mut origins = OriginObs::default();
+    let mut origins = RequestEvidence::default();
     for e in exchanges {
         obs.observe(e);
         origins.observe(e);
@@ -227,7 +227,7 @@ fn bundle_is_deterministic_whatever_the_order_and_split() {
     // Split and merged observations give the same bundle too.
     let cfg = InferenceConfig::default();
     let (mut o1, mut o2) = (Observations::new(&cfg), Observations::new(&cfg));
-    let (mut g1, mut g2) = (OriginObs::default(), OriginObs::default());
+    let (mut g1, mut g2) = (RequestEvidence::default(), RequestEvidence::default());
     for (i, e) in ex.iter().enumerate() {
         if i % 3 == 0 {
             o1.observe(e);
@@ -373,10 +373,12 @@ fn options_are_checked() {
         backend_url: Some("ftp://x".into()),
         ..BundleOptions::default()
     }));
-    assert!(bad(BundleOptions {
-        tenant_id: " ".into(),
-        ..BundleOptions::default()
-    }));
+    for tenant in [" ", "a:b", "a b"] {
+        assert!(bad(BundleOptions {
+            tenant_id: tenant.into(),
+            ..BundleOptions::default()
+        }));
+    }
     let empty = build(&obs, None, &cfg, &BundleOptions::default()).expect("empty");
     assert!(empty.routes.is_empty());
     assert!(empty.notes.iter().any(|n| n.contains("CORS")));
@@ -455,4 +457,42 @@ fn preflights_are_answered_by_the_cors_policy() {
     // A plain OPTIONS is not a preflight: the method allowlist applies.
     let r = replay(&b, &[ex("OPTIONS", "/api/v1/orders", 300_000, 200)]);
     assert_eq!(r.by_reason().get(rule::METHOD_NOT_ALLOWED), Some(&1));
+}
+
+#[test]
+fn a_claim_some_token_lacked_is_not_enforced() {
+    let mut ex = baseline();
+    // Two served requests whose tokens carry no audience at all.
+    let h = b64url(br#"{"alg":"RS256","typ":"JWT"}"#);
+    let p = b64url(br#"{"sub":"svc","iss":"https://idp.example.com"}"#);
+    let no_aud = format!("{h}.{p}.c2lnbmF0dXJlLW9mLXRoZS1zZXJ2aWNlLXRva2Vu");
+    for ms in [5_000, 5_100] {
+        ex.push(bearer(ex_get(ms), &no_aud));
+    }
+    let b = bundle_of(&ex);
+    let jwt = policy(&b, "/api/v1/orders", "jwt_validation");
+    assert_eq!(jwt.config["audiences"], Value::Null);
+    assert_eq!(jwt.config["issuers"][0], "https://idp.example.com");
+    let r = replay(&b, &ex);
+    assert_eq!(r.would_block, 0, "{}", r.to_text());
+
+    // From observations alone the absence is unknown: the audience list is
+    // enforced, and a note says what is missing.
+    let cfg = InferenceConfig::default();
+    let mut obs = Observations::new(&cfg);
+    for e in &ex {
+        obs.observe(e);
+    }
+    let b = build(&obs, None, &cfg, &BundleOptions::default()).expect("bundle");
+    let jwt = policy(&b, "/api/v1/orders", "jwt_validation");
+    assert_eq!(jwt.config["audiences"][0], "orders");
+    assert!(
+        b.notes.iter().any(|n| n.contains("absent")),
+        "{:?}",
+        b.notes
+    );
+}
+
+fn ex_get(ms: u64) -> Exchange {
+    ex("GET", "/api/v1/orders", ms, 200)
 }

@@ -7,7 +7,7 @@ use super::analyze::{run_captures, EngineArgs};
 use super::contracts::{is_json, load_observations, InferenceArgs};
 use super::exit;
 use clap::{Args, Subcommand};
-use contracts::bundle::{self, Bundle, BundleOptions, OriginObs, Verifier};
+use contracts::bundle::{self, Bundle, BundleOptions, RequestEvidence, Verifier};
 use contracts::{Observations, RedactionConfig};
 use serde::Serialize;
 use serde_json::Value;
@@ -120,7 +120,7 @@ fn build(args: BuildArgs) -> i32 {
         Err(code) => return code,
     };
     let mut obs = Observations::new(&cfg);
-    let mut origins = OriginObs::default();
+    let mut origins = RequestEvidence::default();
     let (snapshots, captures): (Vec<PathBuf>, Vec<PathBuf>) = args
         .inputs
         .iter()
