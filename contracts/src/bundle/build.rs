@@ -22,6 +22,9 @@ pub const DEFAULT_HEADROOM: f64 = 1.5;
 /// Smallest request body limit written: a route that only ever saw empty
 /// bodies should not refuse a stray few-byte body.
 const MIN_BODY_LIMIT: u64 = 1024;
+/// Smallest rate limit written, in requests per window: a route seen a
+/// handful of times should not be held to that handful.
+const MIN_RATE: u64 = 10;
 /// Smallest upstream timeout written, in milliseconds.
 const MIN_TIMEOUT_MS: u64 = 1000;
 /// Origins kept per host.
@@ -480,7 +483,7 @@ fn rate_policy(ctx: &PolicyCtx, g: &Group) -> PolicyEntry {
         .iter()
         .max_by_key(|(b, c)| (*c, std::cmp::Reverse(*b)))
         .map(|(b, _)| rfc3339(b.saturating_mul(interval).saturating_mul(1_000_000_000)));
-    let max_requests = ((peak as f64 * ctx.headroom).ceil() as u64).max(1);
+    let max_requests = ((peak as f64 * ctx.headroom).ceil() as u64).max(MIN_RATE);
     let per_second = max_requests.div_ceil(interval).max(1);
     let mut observed = BTreeMap::new();
     observed.insert("peak_requests".into(), json!(peak));
@@ -488,9 +491,10 @@ fn rate_policy(ctx: &PolicyCtx, g: &Group) -> PolicyEntry {
     observed.insert("peak_window_start".into(), json!(busiest));
     observed.insert("peak_per_minute".into(), json!(minutes.peak()));
     observed.insert("windows_with_traffic".into(), json!(series.buckets.len()));
+    observed.insert("floor_requests".into(), json!(MIN_RATE));
     let evidence = ctx.evidence(
         format!(
-            "{}: busiest {interval}-second window (fixed, epoch-aligned) held {peak} requests; limit = ceil({peak} x {}) = {max_requests} per {interval} s",
+            "{}: busiest {interval}-second window (fixed, epoch-aligned) held {peak} requests; limit = max(ceil({peak} x {}), {MIN_RATE}) = {max_requests} per {interval} s",
             rule::RATE_LIMITED,
             ctx.headroom
         ),
