@@ -17,6 +17,7 @@
 #![warn(missing_docs)]
 
 mod body;
+pub mod bundle;
 pub mod config;
 pub mod diff;
 pub mod exchange;

@@ -147,7 +147,7 @@ pub fn write_documents(dir: &Path, obs: &Observations, cfg: &InferenceConfig) ->
 }
 
 /// Loads observations written by `analyze --out` or `merge`.
-fn load_observations(path: &Path) -> Result<Observations, i32> {
+pub(super) fn load_observations(path: &Path) -> Result<Observations, i32> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         eprintln!("error: {}: cannot read: {e}", path.display());
         exit::UNREADABLE
@@ -159,7 +159,7 @@ fn load_observations(path: &Path) -> Result<Observations, i32> {
 }
 
 /// True if the file starts like a JSON document (observations) rather than a capture.
-fn is_json(path: &Path) -> bool {
+pub(super) fn is_json(path: &Path) -> bool {
     use std::io::Read;
     let mut buf = [0u8; 64];
     let n = std::fs::File::open(path)

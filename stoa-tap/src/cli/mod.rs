@@ -1,6 +1,7 @@
 //! Argument parsing, logging set-up and exit codes.
 
 mod analyze;
+mod bundle;
 mod check;
 mod contracts;
 mod publish;
@@ -60,6 +61,10 @@ enum Command {
     Merge(contracts::MergeArgs),
     /// Report traffic that a declared OpenAPI spec does not describe.
     Diff(contracts::DiffArgs),
+    /// Policy bundle for explicit-proxy mode (routes, policies, contracts,
+    /// evidence); `bundle verify` replays traffic against it, `bundle apply`
+    /// pushes it to a sidecar's admin API.
+    Bundle(bundle::BundleArgs),
     /// Run as a daemon: live sources, admin server, saved observations.
     Run(run::RunArgs),
     /// Print, install or remove the nft/iptables TPROXY rules for the relay.
@@ -114,6 +119,7 @@ pub fn main() -> i32 {
         Command::Analyze(args) => analyze::run(args),
         Command::Merge(args) => contracts::merge(args),
         Command::Diff(args) => contracts::diff(args),
+        Command::Bundle(args) => bundle::run(args),
         Command::Run(args) => run::run(args),
         Command::TproxyRules(args) => tproxy_rules::run(args),
         Command::Publish(args) => publish::run(args),
