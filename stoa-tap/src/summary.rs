@@ -135,6 +135,24 @@ impl Summary {
             ),
             ("retransmits", self.retransmits.to_string()),
             ("parse errors", self.parse_errors.to_string()),
+            (
+                "odd requests",
+                format!(
+                    "{} malformed ({} head too large), {} HTTP/0.9",
+                    self.counters.http.malformed_requests,
+                    self.counters.http.head_too_large_requests,
+                    self.counters.http.http09_requests
+                ),
+            ),
+            (
+                "tunnels",
+                format!(
+                    "{} ({} from clients, {} from servers)",
+                    self.counters.http.tunnels,
+                    human_bytes(self.counters.http.tunnel_bytes_client),
+                    human_bytes(self.counters.http.tunnel_bytes_server)
+                ),
+            ),
             ("evictions", self.evictions.to_string()),
             ("skipped frames", self.skipped_frames.to_string()),
             ("elapsed", format!("{:.3} s", self.elapsed_seconds)),
@@ -157,12 +175,13 @@ impl Summary {
     }
 }
 
-/// HTTP parse failures: the counters named `parse_error*`.
+/// HTTP parse failures: the counters named `parse_error_*` (not their total
+/// `parse_errors`, which would count every failure twice).
 fn parse_errors(http: &Http1Stats) -> u64 {
     match serde_json::to_value(http) {
         Ok(serde_json::Value::Object(m)) => m
             .iter()
-            .filter(|(k, _)| k.starts_with("parse_error"))
+            .filter(|(k, _)| k.starts_with("parse_error_"))
             .filter_map(|(_, v)| v.as_u64())
             .sum(),
         _ => 0,
@@ -186,6 +205,17 @@ fn human_bytes(n: u64) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn parse_errors_are_counted_once() {
+        let http = super::Http1Stats {
+            parse_errors: 3,
+            parse_error_token: 2,
+            parse_error_header_too_large: 1,
+            ..Default::default()
+        };
+        assert_eq!(super::parse_errors(&http), 3);
+    }
+
     #[test]
     fn human_bytes_units() {
         assert_eq!(super::human_bytes(12), "12 B");
