@@ -100,6 +100,11 @@ pub struct Totals {
     pub unanswered: u64,
     /// Exchanges with any anomaly flag.
     pub with_anomalies: u64,
+    /// Exchanges counted but not learned from: requests the parser could
+    /// only partly read (a bad head), HTTP/0.9 and CONNECT tunnels say
+    /// nothing reliable about the API's operations.
+    #[serde(default, skip_serializing_if = "crate::util::is_zero")]
+    pub not_learned: u64,
     /// First request seen, ns since the epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_seen_ns: Option<u64>,
@@ -317,6 +322,15 @@ impl Observations {
         }
         if !ex.anomalies.is_clean() {
             self.totals.with_anomalies += 1;
+        }
+        let a = &ex.anomalies;
+        if a.malformed_request
+            || a.http09
+            || a.tunnel
+            || ex.response.as_ref().is_some_and(|r| r.status == 0)
+        {
+            self.totals.not_learned += 1;
+            return;
         }
         let tier = if is_miss(ex) { Tier::Miss } else { Tier::Ok };
         match tier {
@@ -648,6 +662,7 @@ impl Observations {
         t.miss += o.miss;
         t.unanswered += o.unanswered;
         t.with_anomalies += o.with_anomalies;
+        t.not_learned += o.not_learned;
         t.first_seen_ns = match (t.first_seen_ns, o.first_seen_ns) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),

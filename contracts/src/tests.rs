@@ -1317,3 +1317,31 @@ fn soap_action_header_is_a_parameter() {
     assert_eq!(p["required"], true);
     assert_eq!(p["x-stoa-actions"]["urn:orders/GetOrder"], 1);
 }
+
+#[test]
+fn malformed_http09_and_tunnel_exchanges_never_create_operations() {
+    let mut bad = req("CCM_POST", "/edge/x").status(405);
+    bad.0.anomalies.malformed_request = true;
+    let mut old = get("/edge/page").status(0);
+    old.0.anomalies.http09 = true;
+    let mut tunnel = req("CONNECT", "example.com:443");
+    tunnel.0.anomalies.tunnel = true;
+    tunnel.0.anomalies.upgraded = true;
+    let m = model(&[bad, old, tunnel, get("/edge/1"), get("/edge/2")]);
+    assert_eq!(paths(&m), vec!["/edge/{edgeId}".to_string()]);
+    let ops: Vec<&str> = m.apis[0].endpoints[0]
+        .operations
+        .iter()
+        .map(|o| o.method.as_str())
+        .collect();
+    assert_eq!(
+        ops,
+        vec!["GET"],
+        "only the well-formed requests make operations"
+    );
+    assert_eq!(m.apis[0].endpoints[0].operations[0].stats.count, 2);
+    let cfg = InferenceConfig::default();
+    let mut bad = req("BREW", "/pot").status(400);
+    bad.0.anomalies.malformed_request = true;
+    assert_eq!(observe_all(&cfg, &[bad]).totals.not_learned, 1);
+}
