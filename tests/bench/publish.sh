@@ -80,6 +80,14 @@ capture_ticks() {
          END { print all - off }' /proc/"$1"/stat /proc/"$1"/task/*/stat 2>/dev/null || echo 0
 }
 
+# done_count ADDR: exchanges observed plus exchanges dropped before contract
+# learning, from the summary (grep rather than a Python start per poll).
+done_count() {
+    curl -sf -m 10 "http://$1/api/v1/summary" |
+        grep -oE '"(exchanges_observed|aggregator_queue_full|aggregator_stopped)": [0-9]+' |
+        awk '{ n += $2 } END { print n + 0 }'
+}
+
 # run_once VARIANT: prints exchanges per second (wall) and per CPU-second
 # of the capture threads, both over the samples taken mid-replay.
 run_once() {
@@ -91,7 +99,7 @@ run_once() {
         --state-dir "$state" --admin-bind 127.0.0.1:0 --set workers=1 > /dev/null 2> "$err" &
     local pid=$!
     for _ in $(seq 200); do
-        addr=$(grep -o 'admin server listening addr=[0-9.:]*' "$err" | head -1 | sed 's/.*addr=//') || true
+        addr=$(grep -so 'admin server listening addr=[0-9.:]*' "$err" | head -1 | sed 's/.*addr=//') || true
         [ -n "$addr" ] && break
         sleep 0.02
     done
@@ -103,10 +111,7 @@ run_once() {
     while :; do
         now=$(date +%s.%N)
         ticks=$(capture_ticks "$pid")
-        done_n=$(curl -sf -m 10 "http://$addr/api/v1/summary" | python3 -c '
-import json, sys
-s = json.load(sys.stdin)
-print(s["exchanges_observed"] + sum(s["dropped_exchanges"].values()))' 2>/dev/null || echo 0)
+        done_n=$(done_count "$addr")
         [ "$done_n" -ge "$EXPECTED" ] && break
         if [ "$done_n" -gt 0 ]; then
             sample="$now $done_n $ticks"
