@@ -694,3 +694,47 @@ fn check_reports_reachability_traffic_and_token() {
     assert_eq!(code, 2, "{out}");
     tap.terminate();
 }
+
+#[test]
+fn check_judges_the_daemons_drop_rate() {
+    // One exchange batch queued for contract learning: a replay at full
+    // speed overflows it, and the overflow is counted as dropped.
+    let dir = temp_dir("publish-drops");
+    let cfg = dir.path().join("tap.yaml");
+    std::fs::write(&cfg, "exchange_queue: 1\nworkers: 1\n").expect("config");
+    let tap = Tap::start(&cfg, &fixture("wrk_short.pcap"), &dir.path().join("state"));
+    let s = poll_until(
+        60,
+        || tap.summary(),
+        |s| num(s, &["exchanges_observed"]) + num(s, &["dropped_total"]) >= 3639,
+    );
+    let rate = s["drop_rate"].as_f64().expect("drop_rate");
+    let shown = (rate * 1e4).round() / 1e4;
+    let dropped = num(&s, &["dropped_total"]);
+    assert_eq!(dropped > 0, rate > 0.0, "{s}");
+    let admin = format!("http://{}", tap.admin);
+    let (code, out) = check(&[
+        "--url",
+        &admin,
+        "-w",
+        "drop=0,idle=off",
+        "-c",
+        "drop=off,idle=off",
+    ]);
+    assert!(
+        out.contains(&format!("| drop_rate={shown};0;")),
+        "{out} vs {rate}"
+    );
+    if dropped > 0 {
+        assert_eq!(code, 1, "{out}");
+        assert!(out.starts_with("STOA-TAP WARNING - drop rate"), "{out}");
+        let (code, out) = check(&["--url", &admin, "-c", "drop=0,idle=off"]);
+        assert_eq!(code, 2, "{out}");
+        assert!(out.starts_with("STOA-TAP CRITICAL - drop rate"), "{out}");
+    } else {
+        // A machine fast enough to learn every exchange in time: no drops,
+        // and the check agrees.
+        assert_eq!(code, 0, "{out}");
+    }
+    tap.terminate();
+}

@@ -161,7 +161,8 @@ pub fn evaluate(summary: &Value, warn: &Thresholds, crit: &Thresholds) -> Verdic
     judge(
         "drop_rate",
         "drop rate",
-        num("drop_rate").unwrap_or(0.0),
+        // Four decimals: 0.01 % is finer than any sensible threshold.
+        (num("drop_rate").unwrap_or(0.0) * 1e4).round() / 1e4,
         warn.drop,
         crit.drop,
         "",

@@ -417,6 +417,22 @@ impl Daemon {
         }
         drop(agg_tx);
 
+        // The publisher starts before the sources: setting up its TLS client
+        // (root certificates, the HTTP runtime) never competes with capture.
+        let publisher = match &cfg.control_plane {
+            Some(cp) => {
+                let p = crate::publish::Publisher::start(
+                    cp,
+                    &cfg.state_dir,
+                    &cfg.admin.bind,
+                    &cfg.tenant,
+                    shared.publisher_snapshots(),
+                )?;
+                shared.set_publisher(p.status().clone());
+                Some(p)
+            }
+            None => None,
+        };
         let stop_files = Arc::new(AtomicBool::new(false));
         let mut sources = Vec::new();
         let mut dispatchers = Vec::new();
@@ -456,20 +472,6 @@ impl Daemon {
                 .name("stoa-saver".into())
                 .spawn(move || shared.save_loop())
                 .map_err(|e| DaemonError::Admin(e.to_string()))?
-        };
-        let publisher = match &cfg.control_plane {
-            Some(cp) => {
-                let p = crate::publish::Publisher::start(
-                    cp,
-                    &cfg.state_dir,
-                    &cfg.admin.bind,
-                    &cfg.tenant,
-                    shared.publisher_snapshots(),
-                )?;
-                shared.set_publisher(p.status().clone());
-                Some(p)
-            }
-            None => None,
         };
         let admin = state::start_admin(&cfg, shared.clone()).map_err(DaemonError::Admin)?;
         shared.set_ready(true);

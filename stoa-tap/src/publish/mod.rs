@@ -248,6 +248,18 @@ pub fn registration(
     body
 }
 
+/// `url` without `user:password@` (never logged).
+fn without_userinfo(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://<redacted>@{}", &rest[at + 1..]),
+        None => url.to_owned(),
+    }
+}
+
 /// The machine's host name (`/proc/sys/kernel/hostname`), `stoa-tap` if unknown.
 fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -504,7 +516,7 @@ impl Publisher {
             .map_err(PublishError::Spawn)?;
         tracing::info!(
             mode = if directory { "directory" } else { "http" },
-            url = %cp.url,
+            url = %without_userinfo(&cp.url),
             "publisher started"
         );
         Ok(Publisher {
@@ -876,6 +888,15 @@ pub fn replay(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_in_the_url_are_not_logged() {
+        assert_eq!(
+            without_userinfo("https://u:p4ss@cp.example.com/x?a=b@c"),
+            "https://<redacted>@cp.example.com/x?a=b@c"
+        );
+        assert_eq!(without_userinfo("http://cp:8000/a@b"), "http://cp:8000/a@b");
+    }
 
     #[test]
     fn backoff_grows_with_jitter_and_caps() {
