@@ -7,7 +7,6 @@
 //! it the test fails with a clear message, unless `STOA_TAP_SKIP_BROWSER=1`.
 
 use std::net::TcpListener;
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 mod support;
@@ -29,12 +28,6 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
-fn chromium() -> Option<&'static str> {
-    ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-}
-
 /// The part of `dom` inside `<div id="ID">...</div>` (no nested divs there).
 fn section<'a>(dom: &'a str, id: &str) -> &'a str {
     let open = format!("<div id=\"{id}\">");
@@ -45,12 +38,8 @@ fn section<'a>(dom: &'a str, id: &str) -> &'a str {
 
 #[test]
 fn dashboard_renders_the_live_summary_and_operations_in_chromium() {
-    let Some(browser) = chromium() else {
-        if std::env::var("STOA_TAP_SKIP_BROWSER").as_deref() == Ok("1") {
-            eprintln!("skipping: no Chromium and STOA_TAP_SKIP_BROWSER=1");
-            return;
-        }
-        panic!("the dashboard test needs Chromium (apt-get install chromium)");
+    let Some(browser) = support::chromium("the dashboard test") else {
+        return;
     };
     // Declared before the daemon, so removed after it is stopped.
     let tmp = support::temp_dir("dashboard");
@@ -92,19 +81,7 @@ fn dashboard_renders_the_live_summary_and_operations_in_chromium() {
         "replay not done: {v}"
     );
 
-    let out = Command::new(browser)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--virtual-time-budget=3000",
-        ])
-        .arg(format!("--user-data-dir={}", dir.join("profile").display()))
+    let out = support::headless(browser, &dir.join("profile"))
         .arg("--dump-dom")
         .arg(&base)
         .output()

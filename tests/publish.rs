@@ -524,27 +524,8 @@ fn unauthorized_stops_delivery_and_says_so() {
 /// The dashboard's DOM after its script ran, from headless Chromium (`None`
 /// with `STOA_TAP_SKIP_BROWSER=1` and no browser; the test command installs it).
 fn dashboard_dom(admin: SocketAddr, dir: &Path) -> Option<String> {
-    let Some(browser) = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-    else {
-        if std::env::var("STOA_TAP_SKIP_BROWSER").as_deref() == Ok("1") {
-            return None;
-        }
-        panic!("the dashboard check needs Chromium (apt-get install chromium)");
-    };
-    let out = Command::new(browser)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--virtual-time-budget=3000",
-        ])
-        .arg(format!("--user-data-dir={}", dir.join("profile").display()))
+    let browser = support::chromium("the dashboard check")?;
+    let out = support::headless(browser, &dir.join("profile"))
         .arg("--dump-dom")
         .arg(format!("http://{admin}/"))
         .output()

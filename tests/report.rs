@@ -16,12 +16,6 @@ use std::sync::{Arc, Mutex};
 mod support;
 use support::repo;
 
-fn chromium() -> Option<&'static str> {
-    ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-}
-
 /// The part of `dom` inside `<div id="ID">...</div>` up to the next `<h2>`.
 fn section<'a>(dom: &'a str, id: &str) -> &'a str {
     let open = format!("<div id=\"{id}\">");
@@ -30,37 +24,18 @@ fn section<'a>(dom: &'a str, id: &str) -> &'a str {
     &dom[start..end]
 }
 
-fn browser_args(profile: &Path, proxy_port: u16) -> Vec<String> {
-    [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--virtual-time-budget=3000",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .chain([
-        format!("--user-data-dir={}", profile.display()),
-        // Any request the page made would have to go through this proxy.
-        format!("--proxy-server=http://127.0.0.1:{proxy_port}"),
-        "--proxy-bypass-list=<-loopback>".to_string(),
-    ])
-    .collect()
+/// Headless Chromium whose every request would go through the proxy.
+fn browser(path: &str, profile: &Path, proxy_port: u16) -> Command {
+    let mut c = support::headless(path, profile);
+    c.arg(format!("--proxy-server=http://127.0.0.1:{proxy_port}"))
+        .arg("--proxy-bypass-list=<-loopback>");
+    c
 }
 
 #[test]
 fn report_shows_the_capture_offline_in_chromium() {
-    let Some(browser) = chromium() else {
-        if std::env::var("STOA_TAP_SKIP_BROWSER").as_deref() == Ok("1") {
-            eprintln!("skipping: no Chromium and STOA_TAP_SKIP_BROWSER=1");
-            return;
-        }
-        panic!("the report test needs Chromium (apt-get install chromium)");
+    let Some(chrome) = support::chromium("the report test") else {
+        return;
     };
     let tmp = support::temp_dir("report");
     let dir = tmp.path();
@@ -102,8 +77,7 @@ fn report_shows_the_capture_offline_in_chromium() {
     // page: the report may not add anything to it.
     let empty = dir.join("empty.html");
     std::fs::write(&empty, "<!doctype html><title>empty</title>").expect("empty page");
-    let out = Command::new(browser)
-        .args(browser_args(&dir.join("profile0"), proxy_port))
+    let out = browser(chrome, &dir.join("profile0"), proxy_port)
         .arg("--dump-dom")
         .arg(format!("file://{}", empty.display()))
         .output()
@@ -118,8 +92,7 @@ fn report_shows_the_capture_offline_in_chromium() {
         .map(|s| s.iter().cloned().collect())
         .unwrap_or_default();
     let url = format!("file://{}", report.display());
-    let out = Command::new(browser)
-        .args(browser_args(&dir.join("profile"), proxy_port))
+    let out = browser(chrome, &dir.join("profile"), proxy_port)
         .arg("--dump-dom")
         .arg(&url)
         .output()
@@ -186,8 +159,7 @@ fn report_shows_the_capture_offline_in_chromium() {
     std::fs::create_dir_all(&shots).expect("artifacts dir");
     let png = shots.join("report.png");
     let _ = std::fs::remove_file(&png);
-    let out = Command::new(browser)
-        .args(browser_args(&dir.join("profile2"), proxy_port))
+    let out = browser(chrome, &dir.join("profile2"), proxy_port)
         .arg("--window-size=1400,2400")
         .arg(format!("--screenshot={}", png.display()))
         .arg(&url)

@@ -117,3 +117,39 @@ pub fn poll_until<T>(secs: u64, mut probe: impl FnMut() -> T, done: impl Fn(&T) 
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// Debian's Chromium, for the browser tests; `None` (skip) only with
+/// `STOA_TAP_SKIP_BROWSER=1`, otherwise a missing browser fails `what`.
+pub fn chromium(what: &str) -> Option<&'static str> {
+    let found = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .find(|p| Path::new(p).exists());
+    if found.is_none() {
+        if std::env::var("STOA_TAP_SKIP_BROWSER").as_deref() == Ok("1") {
+            eprintln!("skipping {what}: no Chromium and STOA_TAP_SKIP_BROWSER=1");
+            return None;
+        }
+        panic!("{what} needs Chromium (apt-get install chromium)");
+    }
+    found
+}
+
+/// Headless Chromium with a fresh profile in `profile` and the flags that
+/// keep it quiet on a closed network; the caller adds `--dump-dom URL` or
+/// `--screenshot`.
+pub fn headless(browser: &str, profile: &Path) -> Command {
+    let mut c = Command::new(browser);
+    c.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--virtual-time-budget=3000",
+    ])
+    .arg(format!("--user-data-dir={}", profile.display()));
+    c
+}

@@ -4,11 +4,11 @@
 //! only reads inputs, writes outputs and speaks HTTP.
 
 use super::analyze::{run_captures, EngineArgs};
-use super::contracts::{is_json, load_observations, InferenceArgs};
+use super::contracts::{load_inputs, InferenceArgs};
 use super::exit;
 use clap::{Args, Subcommand};
 use contracts::bundle::{self, Bundle, BundleOptions, RequestEvidence, Verifier};
-use contracts::{Observations, RedactionConfig};
+use contracts::RedactionConfig;
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -119,38 +119,19 @@ fn build(args: BuildArgs) -> i32 {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let mut obs = Observations::new(&cfg);
     let mut origins = RequestEvidence::default();
-    let (snapshots, captures): (Vec<PathBuf>, Vec<PathBuf>) = args
-        .inputs
-        .iter()
-        .cloned()
-        .partition(|p| p.is_file() && is_json(p));
-    for p in &snapshots {
-        match load_observations(p) {
-            Ok(o) => obs.merge(&o),
-            Err(code) => return code,
-        }
-    }
-    let mut status = exit::OK;
-    if !captures.is_empty() {
-        let run = match run_captures(&captures, &args.engine, |ex| {
-            obs.observe(&ex);
-            origins.observe(&ex);
-            Ok(())
-        }) {
-            Ok(r) => r,
-            Err(code) => return code,
-        };
-        status = run.status;
-    }
+    let inputs = match load_inputs(&args.inputs, &args.engine, &cfg, |ex| origins.observe(ex)) {
+        Ok(i) => i,
+        Err(code) => return code,
+    };
+    let (obs, status) = (inputs.obs, inputs.status);
     let opts = BundleOptions {
         tenant_id: args.inference.tenant.clone(),
         backend_url: args.backend_url.clone(),
         headroom: args.headroom,
     };
     // Origins are evidence only when every input carried them.
-    let origin_evidence = snapshots.is_empty().then_some(&origins);
+    let origin_evidence = (!inputs.had_snapshots).then_some(&origins);
     let b = match bundle::build(&obs, origin_evidence, &cfg, &opts) {
         Ok(b) => b,
         Err(e) => {
@@ -301,7 +282,12 @@ impl Admin {
             .get(&url)
             .bearer_auth(&self.token)
             .send()
-            .map_err(|e| (0, format!("GET {url}: {}", chain(&e))))?;
+            .map_err(|e| {
+                (
+                    0,
+                    format!("GET {url}: {}", stoa_tap::publish::client::error_chain(&e)),
+                )
+            })?;
         let status = resp.status().as_u16();
         if status == 401 || status == 403 {
             return Err(error_text(resp));
@@ -336,7 +322,12 @@ impl Admin {
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(serde_json::to_vec(body).unwrap_or_default())
             .send()
-            .map_err(|e| (0, format!("POST {url}: {}", chain(&e))))?;
+            .map_err(|e| {
+                (
+                    0,
+                    format!("POST {url}: {}", stoa_tap::publish::client::error_chain(&e)),
+                )
+            })?;
         let status = resp.status().as_u16();
         if (200..300).contains(&status) {
             Ok(status)
@@ -344,19 +335,6 @@ impl Admin {
             Err(error_text(resp))
         }
     }
-}
-
-/// An error and its causes (reqwest's own message hides the interesting part,
-/// e.g. "connection refused").
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 /// Whether the listed object already holds every field we would send.

@@ -237,6 +237,47 @@ pub struct DiffArgs {
 }
 
 /// Runs `diff`: exit 0 when the traffic matches the spec, [`exit::DRIFT`] when it does not.
+/// Observations from a mix of inputs: observation files (`.json`, merged)
+/// and captures (analysed; `each` sees every exchange too).
+pub(super) struct Inputs {
+    pub obs: Observations,
+    /// Exit status of reading the captures (non-zero: a capture was corrupt).
+    pub status: i32,
+    /// Whether any input was an observations file (no exchanges behind it).
+    pub had_snapshots: bool,
+}
+
+/// Loads `inputs`: observation files are merged, captures analysed.
+pub(super) fn load_inputs(
+    inputs: &[PathBuf],
+    engine: &EngineArgs,
+    cfg: &InferenceConfig,
+    mut each: impl FnMut(&Exchange),
+) -> Result<Inputs, i32> {
+    let mut obs = Observations::new(cfg);
+    let (snapshots, captures): (Vec<PathBuf>, Vec<PathBuf>) = inputs
+        .iter()
+        .cloned()
+        .partition(|p| p.is_file() && is_json(p));
+    for p in &snapshots {
+        obs.merge(&load_observations(p)?);
+    }
+    let mut status = exit::OK;
+    if !captures.is_empty() {
+        let run = run_captures(&captures, engine, |ex| {
+            obs.observe(&ex);
+            each(&ex);
+            Ok(())
+        })?;
+        status = run.status;
+    }
+    Ok(Inputs {
+        obs,
+        status,
+        had_snapshots: !snapshots.is_empty(),
+    })
+}
+
 pub fn diff(args: DiffArgs) -> i32 {
     let text = match std::fs::read_to_string(&args.spec) {
         Ok(t) => t,
@@ -256,29 +297,11 @@ pub fn diff(args: DiffArgs) -> i32 {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let mut obs = Observations::new(&cfg);
-    let (snapshots, captures): (Vec<PathBuf>, Vec<PathBuf>) = args
-        .inputs
-        .iter()
-        .cloned()
-        .partition(|p| p.is_file() && is_json(p));
-    for p in &snapshots {
-        match load_observations(p) {
-            Ok(o) => obs.merge(&o),
-            Err(code) => return code,
-        }
-    }
-    let mut status = exit::OK;
-    if !captures.is_empty() {
-        let run = match run_captures(&captures, &args.engine, |ex| {
-            obs.observe(&ex);
-            Ok(())
-        }) {
-            Ok(r) => r,
-            Err(code) => return code,
-        };
-        status = run.status;
-    }
+    let inputs = match load_inputs(&args.inputs, &args.engine, &cfg, |_| {}) {
+        Ok(i) => i,
+        Err(code) => return code,
+    };
+    let (obs, status) = (inputs.obs, inputs.status);
     let report = contracts::diff::diff(&spec, &obs);
     let rendered = if args.json {
         serde_json::to_string_pretty(&report).unwrap_or_default() + "\n"

@@ -273,7 +273,7 @@ fn path_segment(s: &str) -> String {
 
 /// The error and its causes on one line ("error sending request: ...:
 /// Connection refused").
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {
