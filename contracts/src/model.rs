@@ -411,11 +411,20 @@ fn code_siblings(node: &PathNode) -> Vec<String> {
             })
             .collect();
         // The most common signature is the class's structure; values whose
-        // subtree shares at least half of it (Jaccard) belong to the set.
+        // subtree shares at least half of it (Jaccard) belong to the set, and
+        // so do values whose every endpoint was also seen under another value
+        // (sparse traffic: `/carriers/BA/fleet` called, `/carriers/BA` not).
         let mut freq: BTreeMap<&BTreeSet<String>, usize> = BTreeMap::new();
+        let mut entries: BTreeMap<&String, usize> = BTreeMap::new();
         for s in &sigs {
             *freq.entry(s).or_insert(0) += 1;
+            for e in s {
+                *entries.entry(e).or_insert(0) += 1;
+            }
         }
+        let shared = |s: &BTreeSet<String>| {
+            !s.is_empty() && s.iter().all(|e| entries.get(e).is_some_and(|n| *n >= 2))
+        };
         let Some(dominant) = freq
             .iter()
             .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
@@ -426,7 +435,7 @@ fn code_siblings(node: &PathNode) -> Vec<String> {
         let group: Vec<String> = keys
             .iter()
             .zip(&sigs)
-            .filter(|(_, s)| jaccard(s, &dominant) >= 0.5)
+            .filter(|(_, s)| jaccard(s, &dominant) >= 0.5 || shared(s))
             .map(|(k, _)| (*k).clone())
             .collect();
         if group.len() >= class.min_siblings() {

@@ -1195,6 +1195,8 @@ fn closed_vocabulary_segments_become_parameters_and_literal_siblings_stay() {
         xs.push(get(&format!("/api/v1/branches/{code}")));
         xs.push(get(&format!("/api/v1/branches/{code}/atms")));
     }
+    // Sparse traffic: this branch was only seen through one sub-resource.
+    xs.push(get("/api/v1/branches/LUG01/atms"));
     for l in ["en", "de", "fr", "it"] {
         xs.push(get(&format!("/api/v1/i18n/{l}/messages")));
     }
