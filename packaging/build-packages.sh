@@ -62,7 +62,7 @@ if [ -z "$binary" ]; then
     toolchain=$(sed -n 's/^channel *= *"\(.*\)"/\1/p' stoa-tap-ebpf/rust-toolchain.toml)
     have_ebpf=no
     if command -v bpf-linker >/dev/null 2>&1 || [ -x "${CARGO_HOME:-$HOME/.cargo}/bin/bpf-linker" ]; then
-        if rustup component list --installed --toolchain "$toolchain" 2>/dev/null | grep -q '^rust-src'; then
+        if [ "$(rustup component list --installed --toolchain "$toolchain" 2>/dev/null | grep -c '^rust-src')" -gt 0 ]; then
             have_ebpf=yes
         fi
     fi
@@ -81,7 +81,8 @@ if [ -z "$binary" ]; then
     binary="$target_dir/release/stoa-tap"
 fi
 # Whether the eBPF source is compiled in: the aya loader is linked only then.
-if nm "$binary" 2>/dev/null | grep -q '_ZN3aya'; then ebpf_state=yes; else ebpf_state=no; fi
+# (grep -c reads everything: with -q and pipefail, nm's SIGPIPE would read as "no".)
+if [ "$(nm "$binary" 2>/dev/null | grep -c '_ZN3aya')" -gt 0 ]; then ebpf_state=yes; else ebpf_state=no; fi
 if [ ! -x "$binary" ]; then
     echo "build-packages.sh: $binary is not an executable" >&2
     exit 3
@@ -98,7 +99,7 @@ mv -f "$staging/stoa-tap.new" "$staging/stoa-tap"
 # copy that goes into the .rpm asks for libpcap.so.1 so it runs on EL9, and
 # its automatic Requires say so.
 cp -f "$staging/stoa-tap" "$staging/stoa-tap.rpm-bin"
-if objdump -p "$staging/stoa-tap.rpm-bin" | grep -q 'NEEDED *libpcap\.so\.0\.8'; then
+if [ "$(objdump -p "$staging/stoa-tap.rpm-bin" | grep -c 'NEEDED *libpcap\.so\.0\.8')" -gt 0 ]; then
     if ! command -v patchelf >/dev/null 2>&1; then
         echo "build-packages.sh: patchelf not found (apt-get install patchelf), needed for the .rpm built on Debian" >&2
         exit 3
@@ -155,7 +156,9 @@ ROFF
 } | gzip -9n >"$staging/stoa-tap.1.gz"
 
 # 3. The packages.
-deb_flags=(--no-build --no-strip -p stoa-tap --deb-revision "$revision" --output "$out/")
+# --quiet: cargo-deb would warn that the staged files are not in target/release
+# (they are staged on purpose, see above).
+deb_flags=(--quiet --no-build --no-strip -p stoa-tap --deb-revision "$revision" --output "$out/")
 rpm_flags=(-p stoa-tap -o "$out/" -s "release = \"$revision\"")
 if [ "$fast" = 1 ]; then
     deb_flags+=(--fast)
