@@ -473,6 +473,31 @@ fn rpm_install_upgrade_erase_in_scratch_root() {
     assert_eq!(mode(&bin), 0o755);
     assert_eq!(mode(&conf), 0o640);
     assert!(r.join("usr/lib/systemd/system/stoa-tap.service").exists());
+    // The binary asks for libpcap.so.1, the name on RPM distributions, which
+    // Debian does not have; given it (Debian's libpcap under that name: the
+    // same library), it runs.
+    let bare = run(Command::new(&bin).arg("--version"));
+    assert!(
+        !bare.status.success() && String::from_utf8_lossy(&bare.stderr).contains("libpcap.so.1"),
+        "the .rpm binary runs without libpcap.so.1: {bare:?}"
+    );
+    let libdir = temp_dir("el-libpcap");
+    let debian_pcap = [
+        "/usr/lib/x86_64-linux-gnu/libpcap.so.0.8",
+        "/lib/x86_64-linux-gnu/libpcap.so.0.8",
+    ]
+    .into_iter()
+    .map(PathBuf::from)
+    .find(|p| p.exists())
+    .expect("Debian's libpcap");
+    std::os::unix::fs::symlink(&debian_pcap, libdir.path().join("libpcap.so.1")).expect("symlink");
+    let v = run_ok(
+        Command::new(&bin)
+            .arg("--version")
+            .env("LD_LIBRARY_PATH", libdir.path()),
+    );
+    assert!(v.starts_with("stoa-tap "), "{v}");
+
     edit_config(&conf);
     rpm(&["-U"], Some(&p.r2.rpm));
     assert_edited(&conf);
@@ -1251,4 +1276,121 @@ fn compose_for_strategy_a() {
         "{}",
         String::from_utf8_lossy(&check.stderr)
     );
+}
+
+/// The image's and compose.yaml's health checks, run as written (with the
+/// admin address of a tap started here) against a running tap: healthy;
+/// and once it is gone: unhealthy. `stoa-tap check` must be in this build.
+#[test]
+fn healthcheck_commands_against_a_running_tap() {
+    use std::io::{BufRead, BufReader};
+    let bin = env!("CARGO_BIN_EXE_stoa-tap");
+    let has_check = Command::new(bin)
+        .args(["check", "--help"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_check {
+        eprintln!("skipping: this build has no `stoa-tap check` subcommand");
+        return;
+    }
+    // The two health checks, as argument vectors.
+    let text =
+        std::fs::read_to_string(repo().join("packaging/Containerfile")).expect("Containerfile");
+    let instrs = parse_containerfile(&text);
+    let hc = instrs
+        .iter()
+        .find(|i| i.op == "HEALTHCHECK")
+        .expect("HEALTHCHECK");
+    let json = &hc.args[hc.args.find("CMD").expect("CMD") + 3..];
+    let image: Vec<String> = serde_json::from_str(json.trim()).expect("exec-form CMD");
+    let compose: serde_yaml::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(repo().join("packaging/compose.yaml")).expect("compose"),
+    )
+    .expect("yaml");
+    let mut compose = compose;
+    compose.apply_merge().expect("merge keys");
+    let test: Vec<String> = compose["services"]["tap-pcap"]["healthcheck"]["test"]
+        .as_sequence()
+        .expect("healthcheck test")
+        .iter()
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .collect();
+    assert_eq!(test.first().map(String::as_str), Some("CMD"));
+    let checks = [image, test[1..].to_vec()];
+
+    let state = temp_dir("healthcheck");
+    let cfg = state.path().join("empty.yaml");
+    std::fs::write(&cfg, "").expect("config");
+    let mut child = Command::new(bin)
+        .args(["-v", "run", "--config"])
+        .arg(&cfg)
+        .args(["--replay"])
+        .arg(repo().join("fixtures/real/fidelity.pcap"))
+        .args(["--admin-bind", "127.0.0.1:0", "--state-dir"])
+        .arg(state.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn stoa-tap run");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if !line.contains("admin server listening") {
+                continue;
+            }
+            if let Some(at) = line.find("addr=") {
+                if let Some(t) = tx.take() {
+                    let addr: String = line[at + 5..]
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .trim_matches(|c: char| !c.is_ascii_digit() && c != '.' && c != ':')
+                        .to_string();
+                    let _ = t.send(addr);
+                }
+            }
+        }
+    });
+    let addr = match rx.recv_timeout(Duration::from_secs(20)) {
+        Ok(a) => a,
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the tap did not start");
+        }
+    };
+    let url = format!("http://{addr}");
+    let run_check = |argv: &[String]| -> Output {
+        let args: Vec<String> = argv[1..]
+            .iter()
+            .map(|a| a.replace("http://127.0.0.1:9090", &url))
+            .collect();
+        assert_eq!(argv[0], "/usr/bin/stoa-tap");
+        run(Command::new(bin).args(&args))
+    };
+    for argv in &checks {
+        let out = run_check(argv);
+        if !out.status.success() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        assert!(
+            out.status.success(),
+            "healthy tap judged unhealthy by {argv:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    for argv in &checks {
+        let out = run_check(argv);
+        assert!(
+            !out.status.success(),
+            "a stopped tap judged healthy by {argv:?}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
 }
