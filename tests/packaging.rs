@@ -1394,3 +1394,172 @@ fn healthcheck_commands_against_a_running_tap() {
         );
     }
 }
+
+/// The text of the first fenced block of `lang` after `marker` in the guide.
+fn guide_block(guide: &str, marker: &str, lang: &str) -> String {
+    let at = guide
+        .find(marker)
+        .unwrap_or_else(|| panic!("{marker:?} not in the guide"));
+    let rest = &guide[at..];
+    let open = format!("```{lang}\n");
+    let start = rest.find(&open).expect("fenced block") + open.len();
+    let end = rest[start..].find("```").expect("block end") + start;
+    // Blocks inside list items are indented: remove the common indentation
+    // (YAML's own must stay).
+    let body = &rest[start..end];
+    let indent = body
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.len() - l.trim_start().len())
+        .min()
+        .unwrap_or(0);
+    body.lines()
+        .map(|l| l.get(indent..).unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Strategy C as the guide describes it, in network namespaces: a client,
+/// the gateway VM (eth0, HTTP server on :5555) and the tap VM (eth1,
+/// 10.0.0.20) on one switch. The guide's own commands build the VXLAN
+/// mirror on the gateway and drop the tunnel's packets on the tap; the tap
+/// runs with the guide's configuration and must see every exchange the
+/// client makes; the guide's removal commands leave no filter behind.
+#[test]
+fn strategy_c_vxlan_feed_from_the_guide() {
+    if !is_root() {
+        eprintln!("skipping strategy_c_vxlan_feed_from_the_guide: namespaces need root");
+        return;
+    }
+    let guide = std::fs::read_to_string(repo().join("packaging/README.md")).expect("guide");
+    let gateway_cmds = guide_block(&guide, "**VXLAN tunnel from the gateway VM", "sh");
+    let config = guide_block(&guide, "- The configuration: the `pcap` source", "yaml");
+    let inline = |marker: &str| -> String {
+        let at = guide.find(marker).unwrap_or_else(|| panic!("{marker:?}")) + marker.len();
+        let end = guide[at..].find('`').expect("closing backquote") + at;
+        guide[at..end]
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let stop_cmds = inline("To stop: `");
+    let drop_cmds = inline("ICMP port-unreachable:\n  `");
+
+    let p = format!("spc{}", std::process::id() % 100000);
+    let ns = |r: &str| format!("{p}{r}");
+    struct Down(String);
+    impl Drop for Down {
+        fn drop(&mut self) {
+            for r in ["c", "g", "t", "s"] {
+                let name = format!("{}{r}", self.0);
+                if let Ok(o) = Command::new("ip").args(["netns", "pids", &name]).output() {
+                    for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
+                        let _ = Command::new("kill").args(["-9", pid]).status();
+                    }
+                }
+                let _ = Command::new("ip").args(["netns", "del", &name]).status();
+            }
+        }
+    }
+    let _down = Down(p.clone());
+    let sh = |script: &str| run_ok(Command::new("sh").arg("-ec").arg(script));
+    let mut topo = format!(
+        "ip netns add {s}; ip -n {s} link add br0 type bridge; ip -n {s} link set br0 up\n",
+        s = ns("s")
+    );
+    for (r, dev, addr) in [
+        ("c", "eth0", "10.0.0.5"),
+        ("g", "eth0", "10.0.0.10"),
+        ("t", "eth1", "10.0.0.20"),
+    ] {
+        topo.push_str(&format!(
+            "ip netns add {n}; ip -n {n} link set lo up\n\
+             ip link add {p}{r}0 type veth peer name {p}{r}b\n\
+             ip link set {p}{r}0 netns {n}; ip -n {n} link set {p}{r}0 name {dev}\n\
+             ip -n {n} addr add {addr}/24 dev {dev}; ip -n {n} link set {dev} up\n\
+             ip link set {p}{r}b netns {s}; ip -n {s} link set {p}{r}b master br0 up\n",
+            n = ns(r),
+            s = ns("s"),
+        ));
+    }
+    sh(&topo);
+    let in_ns = |r: &str, script: &str| {
+        run_ok(
+            Command::new("ip")
+                .args(["netns", "exec", &ns(r), "sh", "-ec"])
+                .arg(script),
+        )
+    };
+    in_ns("g", &gateway_cmds);
+    in_ns("t", &drop_cmds);
+
+    let tmp = temp_dir("strategy-c");
+    let cfg = tmp.path().join("stoa-tap.yaml");
+    std::fs::write(&cfg, &config).expect("config");
+    let mut server = Command::new("ip")
+        .args(["netns", "exec", &ns("g"), "python3"])
+        .arg(repo().join("tests/netns/mirror_server.py"))
+        .arg("5555")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("server");
+    let server_out = support::line_reader(server.stdout.take().expect("stdout"));
+    support::wait_line(&server_out, "the gateway server", |l| l == "ready");
+    let mut tap = Command::new("ip")
+        .args(["netns", "exec", &ns("t")])
+        .arg(env!("CARGO_BIN_EXE_stoa-tap"))
+        .args(["-v", "run", "--config"])
+        .arg(&cfg)
+        .args(["--admin-bind", "127.0.0.1:19290", "--state-dir"])
+        .arg(tmp.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("stoa-tap run");
+    let tap_err = support::line_reader(tap.stderr.take().expect("stderr"));
+    support::wait_line(&tap_err, "stoa-tap run to start", |l| l.contains("running"));
+
+    let n = 6;
+    for i in 0..n {
+        let code = in_ns(
+            "c",
+            &format!(
+                "curl -s -o /dev/null -w '%{{http_code}}' http://10.0.0.10:5555/api/v1/items/{i}"
+            ),
+        );
+        assert_eq!(code, "200");
+    }
+    let summary = support::poll_until(
+        20,
+        || {
+            let out = Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    &ns("t"),
+                    "curl",
+                    "-s",
+                    "http://127.0.0.1:19290/api/v1/summary",
+                ])
+                .output()
+                .expect("curl");
+            serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap_or_default()
+        },
+        |s| s["exchanges_observed"].as_u64() == Some(n),
+    );
+    let _ = tap.kill();
+    let _ = tap.wait();
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(summary["exchanges_observed"].as_u64(), Some(n), "{summary}");
+
+    in_ns("g", &stop_cmds);
+    let left = in_ns(
+        "g",
+        "tc filter show dev eth0 ingress; tc filter show dev eth0 egress; ip -o link show",
+    );
+    assert!(
+        !left.contains("mirred") && !left.contains("stoa-mirror"),
+        "{left}"
+    );
+}
