@@ -481,16 +481,7 @@ fn rpm_install_upgrade_erase_in_scratch_root() {
         !bare.status.success() && String::from_utf8_lossy(&bare.stderr).contains("libpcap.so.1"),
         "the .rpm binary runs without libpcap.so.1: {bare:?}"
     );
-    let libdir = temp_dir("el-libpcap");
-    let debian_pcap = [
-        "/usr/lib/x86_64-linux-gnu/libpcap.so.0.8",
-        "/lib/x86_64-linux-gnu/libpcap.so.0.8",
-    ]
-    .into_iter()
-    .map(PathBuf::from)
-    .find(|p| p.exists())
-    .expect("Debian's libpcap");
-    std::os::unix::fs::symlink(&debian_pcap, libdir.path().join("libpcap.so.1")).expect("symlink");
+    let libdir = el_libdir();
     let v = run_ok(
         Command::new(&bin)
             .arg("--version")
@@ -507,6 +498,22 @@ fn rpm_install_upgrade_erase_in_scratch_root() {
     assert!(!bin.exists(), "binary left after erase");
     assert!(!conf.exists(), "edited config left in place after erase");
     assert_edited(&r.join("etc/stoa-tap/stoa-tap.yaml.rpmsave"));
+}
+
+/// A directory holding Debian's libpcap under the RPM distributions' name,
+/// for running the .rpm's binary here (LD_LIBRARY_PATH).
+fn el_libdir() -> tempfile::TempDir {
+    let libdir = temp_dir("el-libpcap");
+    let debian_pcap = [
+        "/usr/lib/x86_64-linux-gnu/libpcap.so.0.8",
+        "/lib/x86_64-linux-gnu/libpcap.so.0.8",
+    ]
+    .into_iter()
+    .map(PathBuf::from)
+    .find(|p| p.exists())
+    .expect("Debian's libpcap");
+    std::os::unix::fs::symlink(&debian_pcap, libdir.path().join("libpcap.so.1")).expect("symlink");
+    libdir
 }
 
 fn mode(p: &Path) -> u32 {
@@ -1562,4 +1569,122 @@ fn strategy_c_vxlan_feed_from_the_guide() {
         !left.contains("mirred") && !left.contains("stoa-mirror"),
         "{left}"
     );
+}
+
+/// The .rpm with its scriptlets on this machine (rpm keeps its database in
+/// a temporary directory, apart from dpkg's): %pre creates the account,
+/// %post the state directory and says the service is not started, an upgrade
+/// keeps the edited configuration, %preun removes TPROXY rules left
+/// installed (in a namespace), erase keeps the edit as .rpmsave.
+#[test]
+fn rpm_scriptlets_on_this_machine() {
+    if !is_root() {
+        eprintln!("skipping rpm_scriptlets_on_this_machine: installing needs root");
+        return;
+    }
+    let _guard = SYSTEM.lock().unwrap_or_else(|e| e.into_inner());
+    let bin = Path::new("/usr/bin/stoa-tap");
+    if bin.exists() || Path::new("/etc/stoa-tap").exists() {
+        eprintln!("skipping rpm_scriptlets_on_this_machine: stoa-tap is already installed here");
+        return;
+    }
+    let p = packages();
+    let db = temp_dir("rpmdb");
+    // The .rpm's binary names libpcap.so.1 (see build-packages.sh).
+    let libdir = el_libdir();
+    let rpm = |ns: Option<&Netns>, args: &[&str], pkg: Option<&Path>| -> String {
+        let mut c = match ns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", &ns.0, "rpm"]);
+                c
+            }
+            None => Command::new("rpm"),
+        };
+        c.arg("--dbpath")
+            .arg(db.path())
+            .args(args)
+            .env("LD_LIBRARY_PATH", libdir.path());
+        if let Some(pkg) = pkg {
+            c.arg(pkg);
+        }
+        let out = run(&mut c);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "rpm {args:?}: {text}");
+        text
+    };
+    let conf = Path::new("/etc/stoa-tap/stoa-tap.yaml");
+    let state = Path::new("/var/lib/stoa-tap");
+    // Whatever happens below, the machine is left as it was (but for the
+    // account, kept as on Debian).
+    struct Cleanup;
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            for f in [
+                "/usr/bin/stoa-tap",
+                "/usr/lib/systemd/system/stoa-tap.service",
+                "/usr/share/man/man1/stoa-tap.1.gz",
+            ] {
+                let _ = std::fs::remove_file(f);
+            }
+            for d in [
+                "/etc/stoa-tap",
+                "/var/lib/stoa-tap",
+                "/usr/share/doc/stoa-tap",
+            ] {
+                let _ = std::fs::remove_dir_all(d);
+            }
+        }
+    }
+    let _cleanup = Cleanup;
+
+    let said = rpm(None, &["-i", "--nodeps"], Some(&p.r1.rpm));
+    assert!(said.contains("not started"), "{said}");
+    let account = run_ok(Command::new("getent").args(["passwd", "stoa-tap"]));
+    assert!(account.contains("nologin"), "{account}");
+    assert_eq!(mode(state), 0o700);
+    assert_eq!(owner_group(state), ("stoa-tap".into(), "stoa-tap".into()));
+    assert_eq!(mode(conf), 0o640);
+    assert_eq!(owner_group(conf), ("root".into(), "stoa-tap".into()));
+    assert!(Path::new("/usr/lib/systemd/system/stoa-tap.service").exists());
+
+    edit_config(conf);
+    let said = rpm(None, &["-U", "--nodeps"], Some(&p.r2.rpm));
+    assert!(
+        !said.contains("not started"),
+        "upgrade spoke as an install: {said}"
+    );
+    assert_edited(conf);
+    assert!(!Path::new("/etc/stoa-tap/stoa-tap.yaml.rpmnew").exists());
+
+    let ns = Netns::new("stoa-pkg-rpm");
+    let out = run(Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns.0,
+            "/usr/bin/stoa-tap",
+            "tproxy-rules",
+            "install",
+        ])
+        .args(["--port", "5555", "--backend", "nft"])
+        .env("LD_LIBRARY_PATH", libdir.path()));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = rpm(Some(&ns), &["-e", "--nodeps", "stoa-tap"], None);
+    assert!(said.contains("removing the nft TPROXY rules"), "{said}");
+    assert!(!ns
+        .exec(&["nft", "list", "table", "inet", "stoa_tap"])
+        .status
+        .success());
+    assert!(!bin.exists());
+    assert_edited(Path::new("/etc/stoa-tap/stoa-tap.yaml.rpmsave"));
+    assert!(state.exists(), "rpm erase keeps the observations");
 }
