@@ -54,6 +54,11 @@ done
 staging="$ROOT/target/packages/staging"
 mkdir -p "$staging" "$out"
 
+# What the packages are built from, taken before the build (a tree edited
+# while it runs would otherwise be misrecorded).
+commit="$(git rev-parse HEAD 2>/dev/null || echo unknown)"
+if [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]; then commit="$commit (modified)"; fi
+
 # 1. The binary.
 features=""
 if [ -z "$binary" ]; then
@@ -178,7 +183,7 @@ cargo generate-rpm "${rpm_flags[@]}"
 {
     echo "version: $version"
     echo "revision: $revision"
-    echo "commit: $(git rev-parse HEAD 2>/dev/null || echo unknown)"
+    echo "commit: $commit"
     echo "binary: $binary"
     echo "ebpf source: $ebpf_state"
     echo "built: $(date -u +%FT%TZ) on $(sed -n 's/^PRETTY_NAME="\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' /etc/os-release)"
