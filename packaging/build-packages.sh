@@ -5,7 +5,7 @@
 # files (--no-build). Output: target/packages/ with SHA256SUMS and BUILDINFO.
 #
 # usage: packaging/build-packages.sh [--binary PATH] [--out DIR] [--revision N]
-#                                    [--ebpf|--no-ebpf] [--fast]
+#                                    [--ebpf|--no-ebpf] [--fast] [--example-config FILE]
 #   --binary PATH  package this binary instead of building one (e.g. the
 #                  debug binary a test run already built)
 #   --out DIR      where the packages go (default target/packages)
@@ -13,6 +13,8 @@
 #   --ebpf         require the eBPF source; --no-ebpf: build without it
 #                  (default: with it when stoa-tap-ebpf/toolchain.sh's tools are there)
 #   --fast         lighter compression (tests)
+#   --example-config FILE  ship FILE as /etc/stoa-tap/stoa-tap.yaml instead of
+#                  packaging/stoa-tap.yaml (tests of conffile upgrades)
 #
 # Needs cargo-deb and cargo-generate-rpm (`cargo install cargo-deb
 # cargo-generate-rpm --locked`), gzip, objcopy (binutils) and, when building
@@ -26,6 +28,7 @@ out="$ROOT/target/packages"
 revision=1
 ebpf=auto
 fast=0
+example="$ROOT/packaging/stoa-tap.yaml"
 while [ $# -gt 0 ]; do
     case "$1" in
     --binary) binary=$(realpath "$2"); shift 2 ;;
@@ -34,7 +37,8 @@ while [ $# -gt 0 ]; do
     --ebpf) ebpf=yes; shift ;;
     --no-ebpf) ebpf=no; shift ;;
     --fast) fast=1; shift ;;
-    -h | --help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --example-config) example=$(realpath "$2"); shift 2 ;;
+    -h | --help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "build-packages.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -111,6 +115,8 @@ if [ "$(objdump -p "$staging/stoa-tap.rpm-bin" | grep -c 'NEEDED *libpcap\.so\.0
     fi
     patchelf --replace-needed libpcap.so.0.8 libpcap.so.1 "$staging/stoa-tap.rpm-bin"
 fi
+
+install -m 0640 "$example" "$staging/stoa-tap.yaml"
 
 # 2. The man page, from the binary's own help (so it cannot drift from it).
 version=$("$staging/stoa-tap" --version | awk '{print $2}')

@@ -40,11 +40,16 @@ struct Built {
     rpm: PathBuf,
 }
 
-/// Both revisions, built once per test process.
+/// Three revisions, built once per test process: 2 ships the same example
+/// configuration as 1, 3 a changed one.
 struct Packages {
     r1: Built,
     r2: Built,
+    r3: Built,
 }
+
+/// The line revision 3 adds to the example configuration.
+const NEW_EXAMPLE: &str = "# example revised in revision 3";
 
 fn run(cmd: &mut Command) -> Output {
     cmd.output()
@@ -80,17 +85,19 @@ fn is_root() -> bool {
         == Some("0")
 }
 
-fn build(out: &Path, revision: &str) -> Built {
+fn build(out: &Path, revision: &str, example: Option<&Path>) -> Built {
     let script = repo().join("packaging/build-packages.sh");
-    let log = run_ok(
-        Command::new("bash")
-            .arg(&script)
-            .arg("--binary")
-            .arg(env!("CARGO_BIN_EXE_stoa-tap"))
-            .arg("--out")
-            .arg(out)
-            .args(["--revision", revision, "--fast"]),
-    );
+    let mut cmd = Command::new("bash");
+    cmd.arg(&script)
+        .arg("--binary")
+        .arg(env!("CARGO_BIN_EXE_stoa-tap"))
+        .arg("--out")
+        .arg(out)
+        .args(["--revision", revision, "--fast"]);
+    if let Some(example) = example {
+        cmd.arg("--example-config").arg(example);
+    }
+    let log = run_ok(&mut cmd);
     let find = |ext: &str| -> PathBuf {
         let mut found: Vec<PathBuf> = std::fs::read_dir(out)
             .expect("package output")
@@ -140,14 +147,20 @@ fn packages() -> &'static Packages {
         }
         let base = repo().join("target/packages-test");
         let t0 = Instant::now();
-        let r1 = build(&base.join("r1"), "1");
-        let r2 = build(&base.join("r2"), "2");
+        let r1 = build(&base.join("r1"), "1", None);
+        let r2 = build(&base.join("r2"), "2", None);
+        std::fs::create_dir_all(&base).expect("output");
+        let example = base.join("example-r3.yaml");
+        let text =
+            std::fs::read_to_string(repo().join("packaging/stoa-tap.yaml")).expect("example");
+        std::fs::write(&example, format!("{NEW_EXAMPLE}\n{text}")).expect("write example");
+        let r3 = build(&base.join("r3"), "3", Some(&example));
         eprintln!(
             "packages built from {} in {:.1}s",
             env!("CARGO_BIN_EXE_stoa-tap"),
             t0.elapsed().as_secs_f64()
         );
-        Packages { r1, r2 }
+        Packages { r1, r2, r3 }
     })
 }
 
@@ -265,6 +278,11 @@ fn deb_contents() {
     );
     assert!(unit.contains("ExecStart=/usr/bin/stoa-tap run --config /etc/stoa-tap/stoa-tap.yaml"));
     check_man_page(&dir.path().join("usr/share/man/man1/stoa-tap.1.gz"));
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("etc/stoa-tap/stoa-tap.yaml")).expect("config"),
+        std::fs::read_to_string(repo().join("packaging/stoa-tap.yaml")).expect("example"),
+        "the packaged configuration is the example"
+    );
     // The packaged binary is the one under test, stripped of DWARF only.
     let out = run_ok(Command::new(dir.path().join("usr/bin/stoa-tap")).arg("--version"));
     assert!(out.starts_with("stoa-tap "), "{out}");
@@ -699,6 +717,17 @@ fn deb_install_upgrade_remove_purge() {
     assert_eq!(installed_version().as_deref(), Some("0.1.0-2"));
     assert_edited(conf);
     assert!(!conf.with_extension("yaml.dpkg-dist").exists());
+    assert_eq!(mode(conf), 0o640);
+    assert_eq!(owner_group(conf), ("root".into(), "stoa-tap".into()));
+    // Upgrade to revision 3, whose example changed too, unattended as the
+    // guide says (--force-confold): the edit stays, the new example is set
+    // beside it.
+    let log = dpkg(&["--force-confold", "-i"], Some(&p.r3.deb));
+    assert_eq!(installed_version().as_deref(), Some("0.1.0-3"), "{log}");
+    assert_edited(conf);
+    let dist = Path::new("/etc/stoa-tap/stoa-tap.yaml.dpkg-dist");
+    let new = std::fs::read_to_string(dist).expect("the new example as .dpkg-dist");
+    assert!(new.starts_with(NEW_EXAMPLE), "{new}");
     assert_eq!(mode(conf), 0o640);
     assert_eq!(owner_group(conf), ("root".into(), "stoa-tap".into()));
     // Observations saved before the upgrade are still there.
@@ -1667,6 +1696,12 @@ fn rpm_scriptlets_on_this_machine() {
     );
     assert_edited(conf);
     assert!(!Path::new("/etc/stoa-tap/stoa-tap.yaml.rpmnew").exists());
+    // Revision 3 changes the example too: the edit stays, the new example is
+    // set beside it.
+    rpm(None, &["-U", "--nodeps"], Some(&p.r3.rpm));
+    assert_edited(conf);
+    let new = std::fs::read_to_string("/etc/stoa-tap/stoa-tap.yaml.rpmnew").expect(".rpmnew");
+    assert!(new.starts_with(NEW_EXAMPLE), "{new}");
 
     let ns = Netns::new("stoa-pkg-rpm");
     let out = run(Command::new("ip")
