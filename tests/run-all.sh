@@ -16,7 +16,9 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 missing=()
 for pair in tshark:tshark tcpdump:tcpdump editcap:wireshark-common \
             pkg-config:pkg-config ethtool:ethtool ip:iproute2 tc:iproute2 \
-            nft:nftables iptables:iptables ipset:ipset curl:curl chromium:chromium; do
+            nft:nftables iptables:iptables ipset:ipset curl:curl chromium:chromium \
+            rpm:rpm shellcheck:shellcheck patchelf:patchelf objcopy:binutils \
+            man:man-db groff:groff-base; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
 done
 dpkg -s libpcap-dev >/dev/null 2>&1 || missing+=(libpcap-dev)
@@ -36,6 +38,10 @@ fi
 
 # Rust components and tools; the eBPF probe's pinned nightly and bpf-linker.
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
+# Package builders for tests/packaging.rs.
+for tool in cargo-deb cargo-generate-rpm; do
+  command -v "$tool" >/dev/null 2>&1 || cargo install "$tool" --locked
+done
 bash stoa-tap-ebpf/toolchain.sh >/dev/null
 FUZZ_SECONDS="${FUZZ_SECONDS:-30}"
 if [ "$FUZZ_SECONDS" != 0 ] && ! command -v cargo-fuzz >/dev/null 2>&1; then
