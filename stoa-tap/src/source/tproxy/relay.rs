@@ -8,19 +8,95 @@ use crate::flow::{Direction, EndKind};
 use crate::source::{now_ns, ConnId, TapEvent};
 use contracts::FlowId;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 /// Connection ids, unique for the life of the process (several relays may run).
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 
+/// A connection handed from the accept loop to a shard.
+struct Job {
+    stream: std::net::TcpStream,
+    peer: SocketAddr,
+    conn: ConnId,
+    permit: OwnedSemaphorePermit,
+}
+
+/// The accept loop's handle on one shard: a thread running a
+/// single-threaded runtime that owns the connections given to it.
+struct Shard {
+    jobs: mpsc::UnboundedSender<Job>,
+    /// Connections the shard is relaying (or closing) now.
+    load: Arc<AtomicUsize>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+/// Starts shard `i`: its runtime runs every connection task it is given
+/// until the accept loop drops its sender, then drops what is left.
+fn start_shard(
+    i: usize,
+    cfg: &Arc<TproxyConfig>,
+    tx: &TapSender,
+    counters: &Arc<Counters>,
+    listen_port: u16,
+) -> std::io::Result<Shard> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()?;
+    let (jobs, mut rx) = mpsc::unbounded_channel::<Job>();
+    let load = Arc::new(AtomicUsize::new(0));
+    let (cfg, tx, counters, shard_load) = (cfg.clone(), tx.clone(), counters.clone(), load.clone());
+    let thread = std::thread::Builder::new()
+        .name(format!("stoa-tproxy-{i}"))
+        .spawn(move || {
+            rt.block_on(async move {
+                while let Some(job) = rx.recv().await {
+                    let stream = match job
+                        .stream
+                        .set_nonblocking(true)
+                        .and_then(|()| TcpStream::from_std(job.stream))
+                    {
+                        Ok(s) => s,
+                        Err(e) => {
+                            tracing::warn!(conn = job.conn, error = %e, "tproxy: cannot register connection");
+                            counters.connections_active.fetch_sub(1, Ordering::Relaxed);
+                            shard_load.fetch_sub(1, Ordering::Relaxed);
+                            continue;
+                        }
+                    };
+                    let (cfg, tx, counters, load) =
+                        (cfg.clone(), tx.clone(), counters.clone(), shard_load.clone());
+                    tokio::spawn(async move {
+                        connection(
+                            cfg, stream, job.peer, job.conn, listen_port, tx, counters,
+                            job.permit,
+                        )
+                        .await;
+                        load.fetch_sub(1, Ordering::Relaxed);
+                    });
+                }
+            });
+            // The accept loop is gone: it has waited for the live
+            // connections as long as it would; whatever is left (a close
+            // still retrying its control events) is dropped with the runtime.
+            rt.shutdown_timeout(Duration::from_millis(100));
+        })?;
+    Ok(Shard { jobs, load, thread })
+}
+
 /// Accepts until `stop` fires, then waits (up to `shutdown_timeout`) for the
 /// live connections.
+///
+/// Accepting runs here; the connections run on `worker_threads` shards,
+/// each a thread with a single-threaded runtime (see the module comment for
+/// why and for the measurements). A new connection goes to the shard with
+/// the fewest live connections and stays there.
 pub(super) async fn run(
     cfg: TproxyConfig,
     listener: std::net::TcpListener,
@@ -39,6 +115,20 @@ pub(super) async fn run(
     let max = cfg.max_connections;
     let sem = Arc::new(Semaphore::new(max));
     let cfg = Arc::new(cfg);
+    let mut shards = Vec::new();
+    for i in 0..cfg.worker_threads.max(1) {
+        match start_shard(i, &cfg, &tx, &counters, listen_port) {
+            Ok(s) => shards.push(s),
+            Err(e) => {
+                tracing::error!(shard = i, error = %e, "tproxy: cannot start a relay thread");
+                break;
+            }
+        }
+    }
+    if shards.is_empty() {
+        return;
+    }
+    drop(tx);
     'accept: loop {
         let permit = match sem.clone().try_acquire_owned() {
             Ok(p) => p,
@@ -61,16 +151,27 @@ pub(super) async fn run(
                     Counters::add(&counters.connections_accepted, 1);
                     counters.connections_active.fetch_add(1, Ordering::Relaxed);
                     let conn = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
-                    tokio::spawn(connection(
-                        cfg.clone(),
-                        stream,
-                        peer,
-                        conn,
-                        listen_port,
-                        tx.clone(),
-                        counters.clone(),
-                        permit,
-                    ));
+                    let stream = match stream.into_std() {
+                        Ok(s) => s,
+                        Err(e) => {
+                            tracing::warn!(conn, error = %e, "tproxy: cannot hand the connection over");
+                            counters.connections_active.fetch_sub(1, Ordering::Relaxed);
+                            continue;
+                        }
+                    };
+                    let shard = shards
+                        .iter()
+                        .min_by_key(|s| s.load.load(Ordering::Relaxed))
+                        .unwrap_or(&shards[0]);
+                    shard.load.fetch_add(1, Ordering::Relaxed);
+                    let job = Job { stream, peer, conn, permit };
+                    if shard.jobs.send(job).is_err() {
+                        // The shard's thread is gone (it panicked): the
+                        // connection is dropped, which closes it.
+                        shard.load.fetch_sub(1, Ordering::Relaxed);
+                        counters.connections_active.fetch_sub(1, Ordering::Relaxed);
+                        tracing::error!(conn, "tproxy: relay thread gone, connection closed");
+                    }
                 }
                 Err(e) => {
                     // EMFILE, ENOBUFS...: back off a little and go on.
@@ -90,6 +191,26 @@ pub(super) async fn run(
     {
         let live = counters.connections_active.load(Ordering::Relaxed);
         tracing::warn!(live, "tproxy: shutdown timeout, closing live connections");
+    }
+    // Closing the job queues ends the shards; joining them waits until
+    // every connection task, and with it every tap sender, is gone.
+    let threads: Vec<_> = shards
+        .into_iter()
+        .map(|s| {
+            drop(s.jobs);
+            s.thread
+        })
+        .collect();
+    let joined = tokio::task::spawn_blocking(move || {
+        threads
+            .into_iter()
+            .map(|t| t.join().is_err())
+            .filter(|&failed| failed)
+            .count()
+    })
+    .await;
+    if !matches!(joined, Ok(0)) {
+        tracing::error!("tproxy: a relay thread panicked");
     }
 }
 
