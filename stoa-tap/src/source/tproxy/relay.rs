@@ -7,11 +7,14 @@ use super::{Counters, TproxyConfig};
 use crate::flow::{Direction, EndKind};
 use crate::source::{now_ns, ConnId, TapEvent};
 use contracts::FlowId;
+use rustix::pipe::{PipeFlags, SpliceFlags};
+use socket2::SockRef;
 use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
@@ -222,11 +225,14 @@ enum PumpEnd {
     Error,
 }
 
-/// When a connection last read bytes (either way), for the idle timeout.
+/// When a connection last read bytes (either way), for the idle timeout,
+/// and how many of its bytes went through pipes.
 struct Activity {
     start: Instant,
     /// Milliseconds from `start` to the last read.
     last_ms: AtomicU64,
+    /// Bytes relayed by splice(2) rather than read and write, both ways.
+    spliced: AtomicU64,
 }
 
 impl Activity {
@@ -234,6 +240,7 @@ impl Activity {
         Activity {
             start: Instant::now(),
             last_ms: AtomicU64::new(0),
+            spliced: AtomicU64::new(0),
         }
     }
 
@@ -247,25 +254,141 @@ impl Activity {
     }
 }
 
-/// Relays one direction until FIN or error.
-async fn pump<R, W>(
-    r: &mut R,
-    w: &mut W,
+/// A direction splices after a read of at least this many bytes, and goes
+/// back to plain reads after a splice of fewer: small chunks (requests,
+/// small responses) cost fewer system calls with read and write.
+const SPLICE_MIN: usize = 16 * 1024;
+
+/// The two pipes of a splicing direction: the relayed bytes go through
+/// `fwd`, and `copy` receives a tee(2) of each chunk for the analyzer.
+struct Pipes {
+    fwd_r: OwnedFd,
+    fwd_w: OwnedFd,
+    copy_r: OwnedFd,
+    copy_w: OwnedFd,
+}
+
+impl Pipes {
+    fn new(len: usize) -> std::io::Result<Pipes> {
+        let pipe = || -> std::io::Result<(OwnedFd, OwnedFd)> {
+            let (r, w) = rustix::pipe::pipe_with(PipeFlags::NONBLOCK | PipeFlags::CLOEXEC)?;
+            // Best effort: a smaller pipe only means shorter splices.
+            let _ = rustix::pipe::fcntl_setpipe_size(&w, len);
+            Ok((r, w))
+        };
+        let (fwd_r, fwd_w) = pipe()?;
+        let (copy_r, copy_w) = pipe()?;
+        Ok(Pipes {
+            fwd_r,
+            fwd_w,
+            copy_r,
+            copy_w,
+        })
+    }
+}
+
+/// Reads what `r` has (waiting for readiness); `Ok(0)` is the peer's FIN.
+async fn read_some(r: &TcpStream, buf: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        r.readable().await?;
+        match r.try_read(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            x => return x,
+        }
+    }
+}
+
+/// Writes all of `data` to `w`, waiting for room as needed.
+async fn write_all(w: &TcpStream, mut data: &[u8]) -> std::io::Result<()> {
+    while !data.is_empty() {
+        w.writable().await?;
+        match w.try_write(data) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(k) => data = &data[k..],
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Splices up to `len` bytes from `r` into the pipe `pw`; `Ok(0)` is FIN.
+async fn splice_in(r: &TcpStream, pw: &OwnedFd, len: usize) -> std::io::Result<usize> {
+    let flags = SpliceFlags::NONBLOCK | SpliceFlags::MOVE;
+    loop {
+        r.readable().await?;
+        // The pipe is empty here (every chunk is passed on before the next
+        // read), so a would-block can only come from the socket.
+        match r.try_io(Interest::READABLE, || {
+            Ok(rustix::pipe::splice(r, None, pw, None, len, flags)?)
+        }) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            x => return x,
+        }
+    }
+}
+
+/// Splices exactly `n` bytes from the pipe `pr` into `w`.
+async fn splice_out(pr: &OwnedFd, w: &TcpStream, n: usize) -> std::io::Result<()> {
+    let flags = SpliceFlags::NONBLOCK | SpliceFlags::MOVE;
+    let mut left = n;
+    while left > 0 {
+        w.writable().await?;
+        match w.try_io(Interest::WRITABLE, || {
+            Ok(rustix::pipe::splice(pr, None, w, None, left, flags)?)
+        }) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(k) => left -= k,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Reads the `n` bytes tee'd into the copy pipe into an owned buffer; `None`
+/// (the pipe drained) if fewer came.
+fn read_copy(pr: &OwnedFd, n: usize) -> Option<Vec<u8>> {
+    let mut copy = vec![0u8; n];
+    let mut got = 0;
+    while got < n {
+        match rustix::io::read(pr, &mut copy[got..]) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => got += k,
+        }
+    }
+    if got == n {
+        return Some(copy);
+    }
+    let mut sink = [0u8; 4096];
+    while matches!(rustix::io::read(pr, &mut sink), Ok(k) if k > 0) {}
+    None
+}
+
+/// Relays one direction until FIN or error: plain reads and writes for
+/// small chunks, splice(2) through a pipe while the data comes in bulk (see
+/// the module comment for the measurements behind the switch).
+async fn pump(
+    r: &TcpStream,
+    w: &TcpStream,
     tap: &mut DirTap,
     relayed: &AtomicU64,
     activity: &Activity,
     buf_len: usize,
-) -> PumpEnd
-where
-    R: tokio::io::AsyncRead + Unpin,
-    W: tokio::io::AsyncWrite + Unpin,
-{
+) -> PumpEnd {
     let mut buf = vec![0u8; buf_len];
+    // Created the first time this direction goes bulk.
+    let mut pipes: Option<Pipes> = None;
+    let mut splicing = false;
     loop {
-        let n = match r.read(&mut buf).await {
+        let got = match (&pipes, splicing) {
+            (Some(p), true) => splice_in(r, &p.fwd_w, buf_len).await,
+            _ => read_some(r, &mut buf).await,
+        };
+        let n = match got {
             Ok(0) => {
                 tap.end(EndKind::Fin);
-                return match w.shutdown().await {
+                return match SockRef::from(w).shutdown(std::net::Shutdown::Write) {
                     Ok(()) => PumpEnd::Fin,
                     Err(_) => PumpEnd::Error,
                 };
@@ -278,14 +401,60 @@ where
         };
         activity.touch();
         let ts = now_ns();
-        if w.write_all(&buf[..n]).await.is_err() {
-            tap.end(EndKind::Rst);
-            return PumpEnd::Error;
+        match (&pipes, splicing) {
+            (Some(p), true) => {
+                // The analyzer's copy: page references now, bytes after
+                // the chunk is on its way.
+                let teed = if tap.tapped() {
+                    rustix::pipe::tee(&p.fwd_r, &p.copy_w, n, SpliceFlags::NONBLOCK).unwrap_or(0)
+                } else {
+                    0
+                };
+                if splice_out(&p.fwd_r, w, n).await.is_err() {
+                    tap.end(EndKind::Rst);
+                    return PumpEnd::Error;
+                }
+                Counters::add(relayed, n as u64);
+                Counters::add(&activity.spliced, n as u64);
+                if tap.tapped() {
+                    match read_copy(&p.copy_r, teed).filter(|c| c.len() == n) {
+                        Some(copy) => tap.data_vec(copy, ts),
+                        // A short tee: a gap rather than a partial chunk.
+                        None => tap.skip(n as u64),
+                    }
+                } else {
+                    tap.skip(n as u64);
+                }
+                splicing = n >= SPLICE_MIN;
+            }
+            _ => {
+                if write_all(w, &buf[..n]).await.is_err() {
+                    tap.end(EndKind::Rst);
+                    return PumpEnd::Error;
+                }
+                Counters::add(relayed, n as u64);
+                // Copy after the write: the analyzer's copy never adds
+                // latency before the bytes are on their way.
+                tap.data(&buf[..n], ts);
+                // A large chunk switches this direction to splicing: more
+                // is probably coming (a large body), and a pipe saves the
+                // copies to and from user space.
+                if n >= SPLICE_MIN {
+                    if pipes.is_none() {
+                        pipes = match Pipes::new(buf_len) {
+                            Ok(p) => Some(p),
+                            Err(e) => {
+                                // Out of descriptors, most likely: this
+                                // direction keeps reading and writing.
+                                tracing::debug!(error = %e, "tproxy: no pipes, not splicing");
+                                None
+                            }
+                        };
+                    }
+                    splicing = pipes.is_some();
+                }
+            }
         }
-        Counters::add(relayed, n as u64);
-        // Copy after the write: the analyzer's copy never adds latency
-        // before the bytes are on their way.
-        tap.data(&buf[..n], ts);
     }
 }
 
@@ -324,6 +493,42 @@ async fn connection(
     if let Some((tap, pending)) = pending {
         tap.close(pending, cfg.control_retry).await;
     }
+}
+
+/// Runs both directions and the idle timer of a connection; returns
+/// (failed, idle).
+async fn drive<C, S>(cfg: &TproxyConfig, c2s: C, s2c: S, activity: &Activity) -> (bool, bool)
+where
+    C: std::future::Future<Output = PumpEnd>,
+    S: std::future::Future<Output = PumpEnd>,
+{
+    // One timer per connection, re-armed only when it fires (not per
+    // read): it fires at most once per idle period.
+    let idle_after = cfg.idle_timeout.unwrap_or(Duration::MAX);
+    let idle_timer = tokio::time::sleep_until(deadline(activity.start, idle_after));
+    tokio::pin!(c2s, s2c, idle_timer);
+    let (mut c_done, mut s_done) = (false, false);
+    let (mut failed, mut idle) = (false, false);
+    while !(c_done && s_done) {
+        let end = tokio::select! {
+            e = &mut c2s, if !c_done => { c_done = true; e }
+            e = &mut s2c, if !s_done => { s_done = true; e }
+            () = &mut idle_timer, if cfg.idle_timeout.is_some() => {
+                let due = deadline(activity.last(), idle_after);
+                if Instant::now() >= due {
+                    idle = true;
+                    break;
+                }
+                idle_timer.as_mut().reset(due);
+                continue;
+            }
+        };
+        if let PumpEnd::Error = end {
+            failed = true;
+            break;
+        }
+    }
+    (failed, idle)
 }
 
 /// Connects upstream and relays; returns the connection's tap and its
@@ -382,51 +587,24 @@ async fn relay_connection(
     let mut s2c_tap = tap.dir(Direction::ServerToClient);
     let activity = Activity::new();
     let (failed, idle) = {
-        let (mut cr, mut cw) = client.split();
-        let (mut ur, mut uw) = up.split();
+        let (cl, upr) = (&*client, &up);
         let c2s = pump(
-            &mut cr,
-            &mut uw,
+            cl,
+            upr,
             &mut c2s_tap,
             &counters.bytes_c2s,
             &activity,
             cfg.read_buffer,
         );
         let s2c = pump(
-            &mut ur,
-            &mut cw,
+            upr,
+            cl,
             &mut s2c_tap,
             &counters.bytes_s2c,
             &activity,
             cfg.read_buffer,
         );
-        // One timer per connection, re-armed only when it fires (not per
-        // read): it fires at most once per idle period.
-        let idle_after = cfg.idle_timeout.unwrap_or(Duration::MAX);
-        let idle_timer = tokio::time::sleep_until(deadline(activity.start, idle_after));
-        tokio::pin!(c2s, s2c, idle_timer);
-        let (mut c_done, mut s_done) = (false, false);
-        let (mut failed, mut idle) = (false, false);
-        while !(c_done && s_done) {
-            let end = tokio::select! {
-                e = &mut c2s, if !c_done => { c_done = true; e }
-                e = &mut s2c, if !s_done => { s_done = true; e }
-                () = &mut idle_timer, if cfg.idle_timeout.is_some() => {
-                    let due = deadline(activity.last(), idle_after);
-                    if Instant::now() >= due {
-                        idle = true;
-                        break;
-                    }
-                    idle_timer.as_mut().reset(due);
-                    continue;
-                }
-            };
-            if let PumpEnd::Error = end {
-                failed = true;
-                break;
-            }
-        }
-        (failed, idle)
+        drive(cfg, c2s, s2c, &activity).await
     };
     if idle {
         // The pumps are dropped (no read or write in flight any more): end
@@ -453,8 +631,125 @@ async fn relay_connection(
         reset_on_close(&up);
     }
     debug_assert!(c2s_tap.ended() && s2c_tap.ended());
+    tracing::debug!(
+        conn,
+        spliced = activity.spliced.load(Ordering::Relaxed),
+        "tproxy: connection done"
+    );
     drop(up);
     let mut pending = c2s_tap.take_pending();
     pending.extend(s2c_tap.take_pending());
     Some((tap, pending))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::tproxy::channel;
+    use tokio::io::AsyncReadExt;
+
+    /// A connected pair of loopback sockets.
+    async fn pair() -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let (a, b) = tokio::join!(TcpStream::connect(addr), l.accept());
+        (a.expect("connect"), b.expect("accept").0)
+    }
+
+    /// Sends `chunks` (with `pause` between them) through one pump, then a
+    /// FIN; returns (bytes received at the far end, bytes of the tap's
+    /// `Data` events in order, bytes spliced, the tap events).
+    fn relay_one_way(
+        chunks: Vec<Vec<u8>>,
+        pause: Duration,
+    ) -> (Vec<u8>, Vec<u8>, u64, Vec<TapEvent>) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let (mut src, relay_in) = pair().await;
+            let (relay_out, mut dst) = pair().await;
+            let (tx, mut rx) = channel(1 << 20, 256 << 20);
+            let counters = Arc::new(Counters::default());
+            let flow = FlowId {
+                client: "10.0.0.1:1".parse().expect("addr"),
+                server: "10.0.0.2:2".parse().expect("addr"),
+            };
+            let tap = ConnTap::open(tx, counters.clone(), 1, flow);
+            let mut dir = tap.dir(Direction::ClientToServer);
+            let activity = Activity::new();
+            let writer = async move {
+                for c in chunks {
+                    src.write_all(&c).await.expect("write");
+                    tokio::time::sleep(pause).await;
+                }
+                src.shutdown().await.expect("shutdown");
+                src
+            };
+            let reader = async move {
+                let mut got = Vec::new();
+                dst.read_to_end(&mut got).await.expect("read");
+                got
+            };
+            let relay = pump(
+                &relay_in,
+                &relay_out,
+                &mut dir,
+                &counters.bytes_c2s,
+                &activity,
+                64 * 1024,
+            );
+            let (end, _src, got) = tokio::join!(relay, writer, reader);
+            assert!(matches!(end, PumpEnd::Fin));
+            assert!(dir.ended());
+            let mut events = Vec::new();
+            rx.try_drain(&mut events);
+            let tapped: Vec<u8> = events
+                .iter()
+                .filter_map(|e| match e {
+                    TapEvent::Data { data, .. } => Some(data.clone()),
+                    _ => None,
+                })
+                .flatten()
+                .collect();
+            assert_eq!(counters.bytes_c2s.load(Ordering::Relaxed), got.len() as u64);
+            (
+                got,
+                tapped,
+                activity.spliced.load(Ordering::Relaxed),
+                events,
+            )
+        })
+    }
+
+    #[test]
+    fn bulk_data_is_spliced_byte_exact_and_tapped_in_full() {
+        let data: Vec<u8> = (0..3_000_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        let chunks = data.chunks(256 * 1024).map(<[u8]>::to_vec).collect();
+        let (got, tapped, spliced, events) = relay_one_way(chunks, Duration::ZERO);
+        assert!(got == data, "relayed bytes differ");
+        assert!(tapped == data, "the tap's copy differs");
+        assert!(spliced > 1_000_000, "only {spliced} bytes spliced");
+        assert!(!events.iter().any(|e| matches!(e, TapEvent::Gap { .. })));
+        assert!(matches!(
+            events.last(),
+            Some(TapEvent::End {
+                kind: EndKind::Fin,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn small_chunks_are_read_and_written() {
+        let chunks: Vec<Vec<u8>> = (0..20u8).map(|i| vec![b'a' + i; 500]).collect();
+        let data: Vec<u8> = chunks.concat();
+        let (got, tapped, spliced, _) = relay_one_way(chunks, Duration::from_millis(2));
+        assert_eq!(got, data);
+        assert_eq!(tapped, data);
+        assert_eq!(spliced, 0);
+    }
 }
