@@ -7,14 +7,12 @@ use super::{Counters, TproxyConfig};
 use crate::flow::{Direction, EndKind};
 use crate::source::{now_ns, ConnId, TapEvent};
 use contracts::FlowId;
-use rustix::pipe::{PipeFlags, SpliceFlags};
 use socket2::SockRef;
 use std::net::SocketAddr;
-use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncWriteExt, Interest};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
@@ -225,14 +223,11 @@ enum PumpEnd {
     Error,
 }
 
-/// When a connection last read bytes (either way), for the idle timeout,
-/// and how many of its bytes went through pipes.
+/// When a connection last read bytes (either way), for the idle timeout.
 struct Activity {
     start: Instant,
     /// Milliseconds from `start` to the last read.
     last_ms: AtomicU64,
-    /// Bytes relayed by splice(2) rather than read and write, both ways.
-    spliced: AtomicU64,
 }
 
 impl Activity {
@@ -240,7 +235,6 @@ impl Activity {
         Activity {
             start: Instant::now(),
             last_ms: AtomicU64::new(0),
-            spliced: AtomicU64::new(0),
         }
     }
 
@@ -251,39 +245,6 @@ impl Activity {
 
     fn last(&self) -> Instant {
         self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
-    }
-}
-
-/// A direction splices after a read of at least this many bytes, and goes
-/// back to plain reads after a splice of fewer: small chunks (requests,
-/// small responses) cost fewer system calls with read and write.
-const SPLICE_MIN: usize = 16 * 1024;
-
-/// The two pipes of a splicing direction: the relayed bytes go through
-/// `fwd`, and `copy` receives a tee(2) of each chunk for the analyzer.
-struct Pipes {
-    fwd_r: OwnedFd,
-    fwd_w: OwnedFd,
-    copy_r: OwnedFd,
-    copy_w: OwnedFd,
-}
-
-impl Pipes {
-    fn new(len: usize) -> std::io::Result<Pipes> {
-        let pipe = || -> std::io::Result<(OwnedFd, OwnedFd)> {
-            let (r, w) = rustix::pipe::pipe_with(PipeFlags::NONBLOCK | PipeFlags::CLOEXEC)?;
-            // Best effort: a smaller pipe only means shorter splices.
-            let _ = rustix::pipe::fcntl_setpipe_size(&w, len);
-            Ok((r, w))
-        };
-        let (fwd_r, fwd_w) = pipe()?;
-        let (copy_r, copy_w) = pipe()?;
-        Ok(Pipes {
-            fwd_r,
-            fwd_w,
-            copy_r,
-            copy_w,
-        })
     }
 }
 
@@ -312,62 +273,7 @@ async fn write_all(w: &TcpStream, mut data: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Splices up to `len` bytes from `r` into the pipe `pw`; `Ok(0)` is FIN.
-async fn splice_in(r: &TcpStream, pw: &OwnedFd, len: usize) -> std::io::Result<usize> {
-    let flags = SpliceFlags::NONBLOCK | SpliceFlags::MOVE;
-    loop {
-        r.readable().await?;
-        // The pipe is empty here (every chunk is passed on before the next
-        // read), so a would-block can only come from the socket.
-        match r.try_io(Interest::READABLE, || {
-            Ok(rustix::pipe::splice(r, None, pw, None, len, flags)?)
-        }) {
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-            x => return x,
-        }
-    }
-}
-
-/// Splices exactly `n` bytes from the pipe `pr` into `w`.
-async fn splice_out(pr: &OwnedFd, w: &TcpStream, n: usize) -> std::io::Result<()> {
-    let flags = SpliceFlags::NONBLOCK | SpliceFlags::MOVE;
-    let mut left = n;
-    while left > 0 {
-        w.writable().await?;
-        match w.try_io(Interest::WRITABLE, || {
-            Ok(rustix::pipe::splice(pr, None, w, None, left, flags)?)
-        }) {
-            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-            Ok(k) => left -= k,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-/// Reads the `n` bytes tee'd into the copy pipe into an owned buffer; `None`
-/// (the pipe drained) if fewer came.
-fn read_copy(pr: &OwnedFd, n: usize) -> Option<Vec<u8>> {
-    let mut copy = vec![0u8; n];
-    let mut got = 0;
-    while got < n {
-        match rustix::io::read(pr, &mut copy[got..]) {
-            Ok(0) | Err(_) => break,
-            Ok(k) => got += k,
-        }
-    }
-    if got == n {
-        return Some(copy);
-    }
-    let mut sink = [0u8; 4096];
-    while matches!(rustix::io::read(pr, &mut sink), Ok(k) if k > 0) {}
-    None
-}
-
-/// Relays one direction until FIN or error: plain reads and writes for
-/// small chunks, splice(2) through a pipe while the data comes in bulk (see
-/// the module comment for the measurements behind the switch).
+/// Relays one direction until FIN or error.
 async fn pump(
     r: &TcpStream,
     w: &TcpStream,
@@ -377,15 +283,8 @@ async fn pump(
     buf_len: usize,
 ) -> PumpEnd {
     let mut buf = vec![0u8; buf_len];
-    // Created the first time this direction goes bulk.
-    let mut pipes: Option<Pipes> = None;
-    let mut splicing = false;
     loop {
-        let got = match (&pipes, splicing) {
-            (Some(p), true) => splice_in(r, &p.fwd_w, buf_len).await,
-            _ => read_some(r, &mut buf).await,
-        };
-        let n = match got {
+        let n = match read_some(r, &mut buf).await {
             Ok(0) => {
                 tap.end(EndKind::Fin);
                 return match SockRef::from(w).shutdown(std::net::Shutdown::Write) {
@@ -401,60 +300,14 @@ async fn pump(
         };
         activity.touch();
         let ts = now_ns();
-        match (&pipes, splicing) {
-            (Some(p), true) => {
-                // The analyzer's copy: page references now, bytes after
-                // the chunk is on its way.
-                let teed = if tap.tapped() {
-                    rustix::pipe::tee(&p.fwd_r, &p.copy_w, n, SpliceFlags::NONBLOCK).unwrap_or(0)
-                } else {
-                    0
-                };
-                if splice_out(&p.fwd_r, w, n).await.is_err() {
-                    tap.end(EndKind::Rst);
-                    return PumpEnd::Error;
-                }
-                Counters::add(relayed, n as u64);
-                Counters::add(&activity.spliced, n as u64);
-                if tap.tapped() {
-                    match read_copy(&p.copy_r, teed).filter(|c| c.len() == n) {
-                        Some(copy) => tap.data_vec(copy, ts),
-                        // A short tee: a gap rather than a partial chunk.
-                        None => tap.skip(n as u64),
-                    }
-                } else {
-                    tap.skip(n as u64);
-                }
-                splicing = n >= SPLICE_MIN;
-            }
-            _ => {
-                if write_all(w, &buf[..n]).await.is_err() {
-                    tap.end(EndKind::Rst);
-                    return PumpEnd::Error;
-                }
-                Counters::add(relayed, n as u64);
-                // Copy after the write: the analyzer's copy never adds
-                // latency before the bytes are on their way.
-                tap.data(&buf[..n], ts);
-                // A large chunk switches this direction to splicing: more
-                // is probably coming (a large body), and a pipe saves the
-                // copies to and from user space.
-                if n >= SPLICE_MIN {
-                    if pipes.is_none() {
-                        pipes = match Pipes::new(buf_len) {
-                            Ok(p) => Some(p),
-                            Err(e) => {
-                                // Out of descriptors, most likely: this
-                                // direction keeps reading and writing.
-                                tracing::debug!(error = %e, "tproxy: no pipes, not splicing");
-                                None
-                            }
-                        };
-                    }
-                    splicing = pipes.is_some();
-                }
-            }
+        if write_all(w, &buf[..n]).await.is_err() {
+            tap.end(EndKind::Rst);
+            return PumpEnd::Error;
         }
+        Counters::add(relayed, n as u64);
+        // Copy after the write: the analyzer's copy never adds latency
+        // before the bytes are on their way.
+        tap.data(&buf[..n], ts);
     }
 }
 
@@ -631,11 +484,6 @@ async fn relay_connection(
         reset_on_close(&up);
     }
     debug_assert!(c2s_tap.ended() && s2c_tap.ended());
-    tracing::debug!(
-        conn,
-        spliced = activity.spliced.load(Ordering::Relaxed),
-        "tproxy: connection done"
-    );
     drop(up);
     let mut pending = c2s_tap.take_pending();
     pending.extend(s2c_tap.take_pending());
@@ -656,13 +504,10 @@ mod tests {
         (a.expect("connect"), b.expect("accept").0)
     }
 
-    /// Sends `chunks` (with `pause` between them) through one pump, then a
+    /// Sends `chunks` (with `pause` after each) through one pump, then a
     /// FIN; returns (bytes received at the far end, bytes of the tap's
-    /// `Data` events in order, bytes spliced, the tap events).
-    fn relay_one_way(
-        chunks: Vec<Vec<u8>>,
-        pause: Duration,
-    ) -> (Vec<u8>, Vec<u8>, u64, Vec<TapEvent>) {
+    /// `Data` events in order, the tap events).
+    fn relay_one_way(chunks: Vec<Vec<u8>>, pause: Duration) -> (Vec<u8>, Vec<u8>, Vec<TapEvent>) {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -714,25 +559,21 @@ mod tests {
                 .flatten()
                 .collect();
             assert_eq!(counters.bytes_c2s.load(Ordering::Relaxed), got.len() as u64);
-            (
-                got,
-                tapped,
-                activity.spliced.load(Ordering::Relaxed),
-                events,
-            )
+            (got, tapped, events)
         })
     }
 
+    /// 3 MB in 256 KiB writes: relayed byte for byte, the tap's copy is
+    /// complete (no gap), and the FIN is passed on and reported.
     #[test]
-    fn bulk_data_is_spliced_byte_exact_and_tapped_in_full() {
+    fn bulk_data_is_relayed_byte_exact_and_tapped_in_full() {
         let data: Vec<u8> = (0..3_000_000u32)
             .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
             .collect();
         let chunks = data.chunks(256 * 1024).map(<[u8]>::to_vec).collect();
-        let (got, tapped, spliced, events) = relay_one_way(chunks, Duration::ZERO);
+        let (got, tapped, events) = relay_one_way(chunks, Duration::ZERO);
         assert!(got == data, "relayed bytes differ");
         assert!(tapped == data, "the tap's copy differs");
-        assert!(spliced > 1_000_000, "only {spliced} bytes spliced");
         assert!(!events.iter().any(|e| matches!(e, TapEvent::Gap { .. })));
         assert!(matches!(
             events.last(),
@@ -743,13 +584,18 @@ mod tests {
         ));
     }
 
+    /// Small writes spaced in time arrive as separate chunks, in order.
     #[test]
-    fn small_chunks_are_read_and_written() {
+    fn small_chunks_are_relayed_in_order() {
         let chunks: Vec<Vec<u8>> = (0..20u8).map(|i| vec![b'a' + i; 500]).collect();
         let data: Vec<u8> = chunks.concat();
-        let (got, tapped, spliced, _) = relay_one_way(chunks, Duration::from_millis(2));
+        let (got, tapped, events) = relay_one_way(chunks, Duration::from_millis(2));
         assert_eq!(got, data);
         assert_eq!(tapped, data);
-        assert_eq!(spliced, 0);
+        let data_events = events
+            .iter()
+            .filter(|e| matches!(e, TapEvent::Data { .. }))
+            .count();
+        assert!(data_events > 1, "{data_events} data events");
     }
 }

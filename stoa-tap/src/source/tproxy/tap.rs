@@ -122,20 +122,6 @@ pub(super) struct DirTap {
 impl DirTap {
     /// A chunk was relayed: hand a copy over, or count it as skipped.
     pub(super) fn data(&mut self, data: &[u8], ts_ns: u64) {
-        if !self.tapped {
-            Counters::add(&self.counters.untapped_bytes, data.len() as u64);
-            return;
-        }
-        self.data_vec(data.to_vec(), ts_ns);
-    }
-
-    /// Whether copies are wanted at all (the connection is tapped).
-    pub(super) fn tapped(&self) -> bool {
-        self.tapped
-    }
-
-    /// As [`DirTap::data`], with a copy the caller already owns.
-    pub(super) fn data_vec(&mut self, data: Vec<u8>, ts_ns: u64) {
         let n = data.len() as u64;
         if !self.tapped {
             Counters::add(&self.counters.untapped_bytes, n);
@@ -157,22 +143,12 @@ impl DirTap {
         let ev = TapEvent::Data {
             conn: self.conn,
             dir: self.dir,
-            data,
+            data: data.to_vec(),
             ts_ns,
         };
         if let Err((_, why)) = try_send(&self.tx, &self.counters, ev) {
             self.drop_chunk(n, why);
         }
-    }
-
-    /// A chunk was relayed but no copy of it could be taken: the analyzer
-    /// sees a gap instead (counted as a dropped event).
-    pub(super) fn skip(&mut self, n: u64) {
-        if !self.tapped {
-            Counters::add(&self.counters.untapped_bytes, n);
-            return;
-        }
-        self.drop_chunk(n, Refused::Full);
     }
 
     fn drop_chunk(&mut self, n: u64, why: Refused) {
