@@ -7,12 +7,11 @@ use super::{Counters, TproxyConfig};
 use crate::flow::{Direction, EndKind};
 use crate::source::{now_ns, ConnId, TapEvent};
 use contracts::FlowId;
-use socket2::SockRef;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
@@ -248,46 +247,25 @@ impl Activity {
     }
 }
 
-/// Reads what `r` has (waiting for readiness); `Ok(0)` is the peer's FIN.
-async fn read_some(r: &TcpStream, buf: &mut [u8]) -> std::io::Result<usize> {
-    loop {
-        r.readable().await?;
-        match r.try_read(buf) {
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-            x => return x,
-        }
-    }
-}
-
-/// Writes all of `data` to `w`, waiting for room as needed.
-async fn write_all(w: &TcpStream, mut data: &[u8]) -> std::io::Result<()> {
-    while !data.is_empty() {
-        w.writable().await?;
-        match w.try_write(data) {
-            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-            Ok(k) => data = &data[k..],
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
 /// Relays one direction until FIN or error.
-async fn pump(
-    r: &TcpStream,
-    w: &TcpStream,
+async fn pump<R, W>(
+    r: &mut R,
+    w: &mut W,
     tap: &mut DirTap,
     relayed: &AtomicU64,
     activity: &Activity,
     buf_len: usize,
-) -> PumpEnd {
+) -> PumpEnd
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
     let mut buf = vec![0u8; buf_len];
     loop {
-        let n = match read_some(r, &mut buf).await {
+        let n = match r.read(&mut buf).await {
             Ok(0) => {
                 tap.end(EndKind::Fin);
-                return match SockRef::from(w).shutdown(std::net::Shutdown::Write) {
+                return match w.shutdown().await {
                     Ok(()) => PumpEnd::Fin,
                     Err(_) => PumpEnd::Error,
                 };
@@ -300,7 +278,7 @@ async fn pump(
         };
         activity.touch();
         let ts = now_ns();
-        if write_all(w, &buf[..n]).await.is_err() {
+        if w.write_all(&buf[..n]).await.is_err() {
             tap.end(EndKind::Rst);
             return PumpEnd::Error;
         }
@@ -440,18 +418,19 @@ async fn relay_connection(
     let mut s2c_tap = tap.dir(Direction::ServerToClient);
     let activity = Activity::new();
     let (failed, idle) = {
-        let (cl, upr) = (&*client, &up);
+        let (mut cr, mut cw) = client.split();
+        let (mut ur, mut uw) = up.split();
         let c2s = pump(
-            cl,
-            upr,
+            &mut cr,
+            &mut uw,
             &mut c2s_tap,
             &counters.bytes_c2s,
             &activity,
             cfg.read_buffer,
         );
         let s2c = pump(
-            upr,
-            cl,
+            &mut ur,
+            &mut cw,
             &mut s2c_tap,
             &counters.bytes_s2c,
             &activity,
@@ -494,7 +473,6 @@ async fn relay_connection(
 mod tests {
     use super::*;
     use crate::source::tproxy::channel;
-    use tokio::io::AsyncReadExt;
 
     /// A connected pair of loopback sockets.
     async fn pair() -> (TcpStream, TcpStream) {
@@ -513,8 +491,8 @@ mod tests {
             .build()
             .expect("runtime");
         rt.block_on(async move {
-            let (mut src, relay_in) = pair().await;
-            let (relay_out, mut dst) = pair().await;
+            let (mut src, mut relay_in) = pair().await;
+            let (mut relay_out, mut dst) = pair().await;
             let (tx, mut rx) = channel(1 << 20, 256 << 20);
             let counters = Arc::new(Counters::default());
             let flow = FlowId {
@@ -537,9 +515,11 @@ mod tests {
                 dst.read_to_end(&mut got).await.expect("read");
                 got
             };
+            let (mut from, _) = relay_in.split();
+            let (_, mut to) = relay_out.split();
             let relay = pump(
-                &relay_in,
-                &relay_out,
+                &mut from,
+                &mut to,
                 &mut dir,
                 &counters.bytes_c2s,
                 &activity,
