@@ -26,6 +26,8 @@
 //! | final run, 8 s x 3, load 5-6: before | 0.496 | 0.546 | 12.6 / 9.9 us |
 //! | final run: shards (kept) | 0.425 | 0.582 | 14.0 / 9.1 us |
 //! | final run: HAProxy 2 threads, splice-auto | 0.433 | 0.644 | 13.0 / 8.1 us |
+//! | paired run after it, 5 s x 3, load 4-6: before | 0.303 | 0.531 | 16.8 / 10.2 us |
+//! | same run: shards (kept) | 0.488 | 0.613 | 28.8 / 9.0 us |
 //! | shards, 1 thread (vs 2 threads: 0.271 / 0.668) | 0.361 | 0.605 | 26.2 / 7.7 us |
 //! | splice(2) through a pipe + tee(2) into a second pipe read for the tap, every chunk (vs read/write: 0.404 / 0.541) | 0.239 | 0.517 | 25.4 / 10.9 us |
 //! | same, 256 KiB bodies (vs read/write: 0.411 / 0.740) | 0.505 | 0.930 | 90 / 110 us |
@@ -34,10 +36,11 @@
 //! | shards with the analyzer stalled (untapped; vs tapped 0.459 / 0.621, HAProxy 0.268 / 0.669; build with the extra read below) | 0.149 | 0.628 | 31 / 8.9 us |
 //!
 //! What that says, and what was kept:
-//! - Shards: at 32 connections less CPU per request in 2 of 3 paired runs
-//!   (8.3 vs 9.1, 9.1 vs 9.9 us; 8.8 vs 8.7 in the third) and a higher
-//!   ratio in 2 of 3; at 1 connection the paired runs disagree (better,
-//!   worse, worse by 14 %). Two shards beat one at 32 connections. Kept.
+//! - Shards: at 32 connections less CPU per request in 3 of 4 paired runs
+//!   (8.3 vs 9.1, 9.1 vs 9.9, 9.0 vs 10.2 us; 8.8 vs 8.7 in the fourth)
+//!   and a higher ratio in 3 of 4; at 1 connection the paired runs
+//!   disagree (ratio better in 2 of 4, CPU per request lower in 2 of 4).
+//!   Two shards beat one at 32 connections. Kept.
 //! - splice/tee: for small chunks it is four system calls (splice in, tee,
 //!   splice out, read of the copy) instead of two, and it still copies the
 //!   bytes once for the analyzer: 38 % more CPU per request at 1024 B and
