@@ -33,7 +33,7 @@
 //! | same, 256 KiB bodies (vs read/write: 0.411 / 0.740) | 0.505 | 0.930 | 90 / 110 us |
 //! | splice only while chunks are >= 16 KiB, 256 KiB bodies (vs read/write: 0.370 / 0.888) | 0.366 | 0.823 | 148 / 124 us |
 //! | same (vs splice every chunk: 0.403 / 0.784) | 0.797 | 0.883 | 109 / 117 us |
-//! | shards with the analyzer stalled (untapped; vs tapped 0.459 / 0.621, HAProxy 0.268 / 0.669; build with the extra read below) | 0.149 | 0.628 | 31 / 8.9 us |
+//! | shards with the analyzer stalled, i.e. untapped (vs tapped 0.916-1.31 / 0.636, HAProxy 0.707 / 0.696; 1-connection direct runs were disturbed) | 0.916 | 0.740 | 21.8 / 8.0 us |
 //!
 //! What that says, and what was kept:
 //! - Shards: at 32 connections less CPU per request in 3 of 4 paired runs
@@ -52,9 +52,12 @@
 //! - `TcpStream::try_read` in the pump cost one extra `EAGAIN` read per
 //!   chunk (tokio clears readiness only on `WouldBlock` there, while
 //!   `AsyncRead` clears it after a short read): the pump uses `AsyncRead`.
-//! - Where the 32-connection gap is: with the analyzer stalled the relay
-//!   alone used 8.9 us per request (that build still made the extra read;
-//!   HAProxy 7.8 us), and parsing every exchange added about 1.3 us. The 32-connection target (ratio at
+//! - Where the 32-connection gap is: with the analyzer stalled (no copies
+//!   taken, nothing parsed) the relay alone beat HAProxy in each of 3
+//!   rounds (ratio 0.785 / 0.740 / 0.695 against 0.777 / 0.696 / 0.634,
+//!   8.0 against 8.2 us per request); taking the copies and parsing every
+//!   exchange cost about 2 us per request more (10.0 us), which is what
+//!   puts the tapped relay below HAProxy. The 32-connection target (ratio at
 //!   least HAProxy's) is not met: 0.58 against 0.64 in the final run.
 //! - The analyzer (the example's consumer) saw 100.00 % of the exchanges in
 //!   the final run; in one run at load 7-9 it fell behind and 10 % of the
