@@ -80,7 +80,8 @@ pub struct TproxyConfig {
     pub read_buffer: usize,
     /// Listen backlog.
     pub backlog: i32,
-    /// Worker threads of the relay's runtime.
+    /// Connection shards: threads each running a single-threaded runtime
+    /// that keeps its connections to the end (see `relay`).
     pub worker_threads: usize,
     /// How long [`RelayHandle::shutdown`] lets live connections finish.
     pub shutdown_timeout: Duration,
