@@ -12,6 +12,8 @@ if ! dpkg -s libpcap-dev >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends libpcap-dev pkg-config
 fi
 bash stoa-tap-ebpf/toolchain.sh >/dev/null
-cargo run --release -p stoa-tap --features ebpf -- analyze fixtures/real/fidelity.pcap --out target/demo-contracts "$@"
+cargo run --release -p stoa-tap --features ebpf -- analyze fixtures/real/fidelity.pcap --out target/demo-contracts \
+  --report target/demo-contracts/report.html "$@"
 echo
 echo "contracts written to target/demo-contracts (openapi.yaml, uac/, observations.json)"
+echo "report: target/demo-contracts/report.html (open it in a browser; it needs no network)"
