@@ -51,9 +51,10 @@ pub fn watchdog_period() -> Option<Duration> {
 }
 
 /// Whether every heartbeat advanced since the previous check (a loop that
-/// stopped ticking withholds the keep-alive); updates `last`.
+/// stopped ticking withholds the keep-alive); updates `last`. `u64::MAX`
+/// stands for a loop that was stopped on purpose (its source removed).
 pub fn all_advanced(last: &mut Vec<u64>, now: &[u64]) -> bool {
-    let ok = last.len() != now.len() || last.iter().zip(now).all(|(a, b)| b > a);
+    let ok = last.len() != now.len() || last.iter().zip(now).all(|(a, b)| b > a || *b == u64::MAX);
     *last = now.to_vec();
     ok
 }
@@ -87,5 +88,8 @@ mod tests {
         assert!(all_advanced(&mut last, &[2, 6]));
         assert!(!all_advanced(&mut last, &[3, 6]));
         assert!(all_advanced(&mut last, &[4, 7]));
+        // A relay stopped by a reload never blocks the keep-alive.
+        assert!(all_advanced(&mut last, &[u64::MAX, 8]));
+        assert!(all_advanced(&mut last, &[u64::MAX, 9]));
     }
 }
