@@ -141,12 +141,13 @@ pub(crate) fn code_class(s: &str) -> Option<CodeClass> {
 
 /// Whether an object key names a value rather than a field: an ISO code or a
 /// locale, or a key that is no identifier in any programming language
-/// (`booking.title`, `/path`, `a b`).
+/// (`booking.title`, `/path`, `a b`). Namespaced names (`dc:title`, from XML
+/// converted to JSON) are fields.
 pub(crate) fn is_data_key(k: &str) -> bool {
     is_iso_code(k)
         || is_locale(k)
         || (!k.is_empty()
-            && k.bytes().any(|c| matches!(c, b'.' | b'/' | b':' | b' '))
+            && k.bytes().any(|c| matches!(c, b'.' | b'/' | b' '))
             && !k.starts_with('@')
             && !k.starts_with('$'))
 }
