@@ -347,6 +347,24 @@ fn configuration_precedence_and_errors() {
     let out = check(&[], &["--admin-bind", "0.0.0.0:9090"]);
     assert_eq!(out.status.code(), Some(8));
     assert!(String::from_utf8_lossy(&out.stderr).contains("admin.bind"));
+    // The admin token is never printed back.
+    let out = check(
+        &[],
+        &[
+            "--admin-bind",
+            "0.0.0.0:9090",
+            "--set",
+            "admin.token=s3cret-check-token",
+        ],
+    );
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!shown.contains("s3cret-check-token"), "{shown}");
+    assert!(shown.contains("<redacted>"), "{shown}");
     // The shipped example validates.
     let out = Command::new(bin())
         .args(["run", "--check", "--config"])

@@ -106,7 +106,12 @@ pub fn run(args: RunArgs) -> i32 {
         }
     };
     if args.check {
-        match serde_yaml::to_string(&cfg) {
+        // The effective configuration, without the secret it may hold.
+        let mut shown = cfg.clone();
+        if shown.admin.token.is_some() {
+            shown.admin.token = Some("<redacted>".into());
+        }
+        match serde_yaml::to_string(&shown) {
             Ok(y) => {
                 print!("{y}");
                 return exit::OK;

@@ -39,10 +39,32 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PersistError + '_ {
 /// Replaces `path` with `bytes` so that readers (and a crash at any moment)
 /// see the old file or the new one, never a mix: written beside, synced, renamed.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), PersistError> {
+    write_with_mode(path, bytes, 0o666)
+}
+
+/// [`write_atomic`] for files only the daemon's user may read (mode 0600):
+/// state and outbox files hold traffic statistics.
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), PersistError> {
+    write_with_mode(path, bytes, 0o600)
+}
+
+fn write_with_mode(path: &Path, bytes: &[u8], mode: u32) -> Result<(), PersistError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
-    let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(io(&tmp))?;
+    // A leftover temporary file keeps its old mode: set it.
+    if mode == 0o600 {
+        f.set_permissions(std::fs::Permissions::from_mode(mode))
+            .map_err(io(&tmp))?;
+    }
     f.write_all(bytes).map_err(io(&tmp))?;
     f.sync_all().map_err(io(&tmp))?;
     drop(f);
@@ -58,7 +80,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), PersistError> {
 pub fn save(dir: &Path, obs: &Observations) -> Result<u64, PersistError> {
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let text = obs.to_json();
-    write_atomic(&dir.join(FILE), text.as_bytes())?;
+    write_private(&dir.join(FILE), text.as_bytes())?;
     Ok(text.len() as u64)
 }
 
@@ -105,6 +127,15 @@ mod tests {
         save(&dir, &obs).expect("save");
         let back = restore(&dir, &cfg).expect("restore").expect("present");
         assert_eq!(back.to_json(), obs.to_json());
+        // Traffic statistics: readable by the daemon's user only, also when
+        // an older file was world-readable.
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+        assert_eq!(mode(&dir.join(FILE)), 0o600);
+        std::fs::set_permissions(dir.join(FILE), std::fs::Permissions::from_mode(0o644))
+            .expect("chmod");
+        save(&dir, &obs).expect("save again");
+        assert_eq!(mode(&dir.join(FILE)), 0o600);
         std::fs::write(dir.join(FILE), "{ not json").expect("write");
         assert!(matches!(
             restore(&dir, &cfg),

@@ -12,8 +12,6 @@
 
 use serde::{Deserialize, Serialize};
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// What a report is; decides its endpoint and what supersedes it.
@@ -134,26 +132,15 @@ pub struct Outbox {
 
 /// Writes `bytes` to `path` atomically with mode 0600.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), OutboxError> {
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io(&tmp))?;
-        f.write_all(bytes).map_err(io(&tmp))?;
-        f.sync_all().map_err(io(&tmp))?;
-    }
-    fs::rename(&tmp, path).map_err(io(path))?;
-    // The rename itself is durable once the folder is synced.
-    if let Some(parent) = path.parent() {
-        if let Ok(d) = fs::File::open(parent) {
-            let _ = d.sync_all();
+    crate::daemon::persist::write_private(path, bytes).map_err(|e| match e {
+        crate::daemon::persist::PersistError::Io { path, source } => {
+            OutboxError::Io { path, source }
         }
-    }
-    Ok(())
+        other => OutboxError::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::other(other.to_string()),
+        },
+    })
 }
 
 /// Creates `dir` (mode 0700) if needed.
