@@ -81,16 +81,10 @@ fn dashboard_renders_the_live_summary_and_operations_in_chromium() {
         "replay not done: {v}"
     );
 
-    let out = support::headless(browser, &dir.join("profile"))
-        .arg("--dump-dom")
-        .arg(&base)
-        .output()
-        .expect("run chromium");
-    let dom = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && !dom.is_empty(),
-        "chromium failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let dom = support::dump_dom(
+        support::headless(browser, &dir.join("profile"))
+            .arg("--dump-dom")
+            .arg(&base),
     );
 
     // The script ran and both API calls succeeded.

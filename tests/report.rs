@@ -92,16 +92,10 @@ fn report_shows_the_capture_offline_in_chromium() {
         .map(|s| s.iter().cloned().collect())
         .unwrap_or_default();
     let url = format!("file://{}", report.display());
-    let out = browser(chrome, &dir.join("profile"), proxy_port)
-        .arg("--dump-dom")
-        .arg(&url)
-        .output()
-        .expect("run chromium");
-    let dom = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && !dom.is_empty(),
-        "chromium failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let dom = support::dump_dom(
+        browser(chrome, &dir.join("profile"), proxy_port)
+            .arg("--dump-dom")
+            .arg(&url),
     );
     assert!(
         dom.contains("stoa-tap report: everything below"),

@@ -453,7 +453,8 @@ fn apis_are_grouped_by_host_and_base_path() {
     );
 }
 
-fn b64url(b: &[u8]) -> String {
+/// Base64url without padding, for building test JWTs.
+pub(crate) fn b64url(b: &[u8]) -> String {
     const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::new();
     for ch in b.chunks(3) {

@@ -153,3 +153,15 @@ pub fn headless(browser: &str, profile: &Path) -> Command {
     .arg(format!("--user-data-dir={}", profile.display()));
     c
 }
+
+/// Runs a Chromium command ending in `--dump-dom URL`; the rendered DOM.
+pub fn dump_dom(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("run chromium");
+    let dom = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success() && !dom.is_empty(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dom
+}

@@ -3,24 +3,11 @@
 use super::build::{derive_id, literal_prefix, private_or_loopback};
 use super::*;
 use crate::exchange::{Anomalies, Body, Exchange, FlowId, Header, HttpVersion, Request, Response};
+use crate::tests::b64url;
 use crate::{InferenceConfig, Observations, Timing};
 use serde_json::Value;
 
 const T0: u64 = 1_700_000_000_000_000_000;
-
-fn b64url(b: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut s = String::new();
-    for c in b.chunks(3) {
-        let n = (u32::from(c[0]) << 16)
-            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*c.get(2).unwrap_or(&0));
-        for i in 0..=c.len() {
-            s.push(char::from(A[((n >> (18 - 6 * i)) & 63) as usize]));
-        }
-    }
-    s
-}
 
 fn jwt(iss: &str, aud: &str, alg: &str, sub: u32) -> String {
     let h = b64url(format!(r#"{{"alg":"{alg}","typ":"JWT"}}"#).as_bytes());
