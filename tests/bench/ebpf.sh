@@ -5,6 +5,7 @@
 #     DURATION=30 ROUNDS=3 CONNS=64 tests/bench/ebpf.sh
 #     VARIANTS="probe tcpdump" ROUNDS=16 DURATION=4 tests/bench/ebpf.sh   # the probe's cost, tightly
 #     VARIANTS="daemon daemon1" tests/bench/ebpf.sh   # a subset, in this order
+#     PERF_OUT=target/perf VARIANTS=daemon ROUNDS=1 tests/bench/ebpf.sh   # profile `run` (perf record -g)
 #
 # Topology from tests/netns/probe_topology.sh: client ns -- veth -- gateway ns
 # (nginx on :5555 with pre-built responses, 1 worker; offloads on, as on a
@@ -112,7 +113,15 @@ daemon_run() { # NAME [ARGS]: `stoa-tap run --ebpf` (workers, aggregator, contra
     ip netns exec "${P}g" curl -sf "$api/readyz" >/dev/null || { cat "$WORK/daemon-$name.err" >&2; exit 1; }
     local before
     before=$(ip netns exec "${P}g" curl -sf "$api/api/v1/summary")
+    # PERF_OUT=DIR: a call-graph profile of the daemon during the wrk run.
+    local perf_pid=
+    if [ -n "${PERF_OUT:-}" ]; then
+        mkdir -p "$PERF_OUT"
+        perf record -q -F 499 --call-graph dwarf,16384 -p "$pid" -o "$PERF_OUT/$name.data" >/dev/null 2>&1 &
+        perf_pid=$!
+    fi
     wrk_run "$name"
+    if [ -n "$perf_pid" ]; then kill -INT "$perf_pid"; wait "$perf_pid" || true; fi
     # Let the workers and the aggregator catch up before reading the counts.
     sleep 2
     echo "$before" > "$WORK/daemon-$name.before"
