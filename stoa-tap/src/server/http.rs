@@ -108,25 +108,35 @@ enum Plan {
     Later(Job),
 }
 
-/// Marks the connection busy while a request is in the handler.
-struct Busy<'a> {
+/// Marks a connection active when its request ends, so that it is the last
+/// to be closed to make room.
+struct Activity<'a> {
     shared: &'a Shared,
     slot: &'a ConnSlot,
 }
 
+impl Drop for Activity<'_> {
+    fn drop(&mut self) {
+        self.slot
+            .last_active_ms
+            .store(self.shared.now_ms(), Ordering::Relaxed);
+    }
+}
+
+/// Marks a connection busy (never closed to make room) while its request
+/// holds a state-call permit.
+struct Busy<'a>(&'a ConnSlot);
+
 impl<'a> Busy<'a> {
-    fn enter(shared: &'a Shared, slot: &'a ConnSlot) -> Self {
+    fn enter(slot: &'a ConnSlot) -> Self {
         slot.busy.store(true, Ordering::Release);
-        Busy { shared, slot }
+        Busy(slot)
     }
 }
 
 impl Drop for Busy<'_> {
     fn drop(&mut self) {
-        self.slot
-            .last_active_ms
-            .store(self.shared.now_ms(), Ordering::Relaxed);
-        self.slot.busy.store(false, Ordering::Release);
+        self.0.busy.store(false, Ordering::Release);
     }
 }
 
@@ -137,7 +147,7 @@ pub(super) async fn handle(
     peer: SocketAddr,
     req: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
-    let _busy = Busy::enter(shared, slot);
+    let _activity = Activity { shared, slot };
     let started = Instant::now();
     let (parts, body) = req.into_parts();
     // Bodies are never read: answering and closing bounds them at zero bytes.
@@ -146,7 +156,7 @@ pub(super) async fn handle(
     let keep_alive = wants_keep_alive(&parts) && !has_body;
     let reply = match catch_unwind(AssertUnwindSafe(|| plan(shared, &parts))) {
         Ok(Plan::Now(r)) => r,
-        Ok(Plan::Later(job)) => run_job(shared, job).await,
+        Ok(Plan::Later(job)) => run_job(shared, slot, job).await,
         Err(_) => {
             tracing::error!(%peer, method = %parts.method, path = parts.uri.path(), "admin server: handler panicked");
             Reply::text(500, "internal error").closing()
@@ -165,16 +175,18 @@ pub(super) async fn handle(
     into_response(reply, close)
 }
 
-/// Runs a state call on the blocking pool; a panic in it is a `500`.
-async fn run_job(shared: &Arc<Shared>, job: Job) -> Reply {
-    let _permit = if job.heavy() {
-        match shared.api_slots.acquire().await {
-            Ok(p) => Some(p),
-            Err(_) => return Reply::text(503, "shutting down").closing(),
-        }
+/// Runs a state call on the blocking pool; a panic in it is a `500`. While
+/// it waits for a permit, the connection may still be closed to make room.
+async fn run_job(shared: &Arc<Shared>, slot: &ConnSlot, job: Job) -> Reply {
+    let permits = if job.heavy() {
+        &shared.api_slots
     } else {
-        None
+        &shared.probe_slots
     };
+    let Ok(_permit) = permits.acquire().await else {
+        return Reply::text(503, "shutting down").closing();
+    };
+    let _busy = Busy::enter(slot);
     let state = shared.state.clone();
     match tokio::task::spawn_blocking(move || job.run(&*state)).await {
         Ok(r) => r,

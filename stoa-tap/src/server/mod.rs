@@ -13,18 +13,21 @@
 //!   accepted, or previous response sent): connections that send nothing,
 //!   trickle a head byte by byte, or sit idle between keep-alive requests are
 //!   closed after that time;
+//! - state calls hold permits: [`AdminConfig::workers`] for API views and the
+//!   report, two more for `/metrics` and `/readyz`, and the blocking pool has
+//!   one thread per permit, so the probes never queue behind slow views.
+//!   `/healthz` and the dashboard page are answered on the connection thread
+//!   without any slow call;
 //! - at most [`AdminConfig::max_connections`] connections are open. A connection
 //!   arriving at the limit takes the place of the open connection that has been
-//!   waiting longest without a request in the handler (one that is reading a head,
-//!   idle between requests, or being written a response), which is closed. So idle
-//!   and slow clients can never lock a probe out: a new connection is always
-//!   admitted unless every slot is executing a request, and then it gets `503` at
-//!   once. The limit itself is a table of open connections, not a semaphore,
-//!   because making room needs to know which connection to close;
-//! - `/healthz` and the dashboard page are answered on the connection thread
-//!   without any slow call; `/metrics` and `/readyz` run on the blocking pool,
-//!   which has two threads more than the [`AdminConfig::workers`] permits that
-//!   API views and the report must hold, so the probes always have a thread;
+//!   inactive longest among those not executing a state call (reading a head,
+//!   idle between requests, waiting for a permit, or being written a response;
+//!   a request that just ended counts as activity), which is closed. So idle and
+//!   slow clients can never lock a probe out: a new connection is admitted unless
+//!   every slot is executing a state call (at most `workers + 2` can, so never
+//!   with the defaults), and then it gets `503` at once. The limit is a table of
+//!   open connections rather than a bare semaphore, because making room needs to
+//!   know which connection to close;
 //! - a head larger than [`AdminConfig::max_head_bytes`] gets `431`, more than 64
 //!   header fields `431`, garbage `400`; request bodies are never read (only
 //!   `GET` and `HEAD` are served): a request with one gets its answer and the
@@ -52,6 +55,8 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Notify, Semaphore};
 
+/// State calls for `/metrics` and `/readyz` at once, besides the API's.
+const PROBE_SLOTS: usize = 2;
 /// Most header fields accepted in one request head.
 const MAX_HEADERS: usize = 64;
 /// Smallest head limit hyper accepts.
@@ -239,7 +244,7 @@ pub enum AdminError {
 
 /// One open connection, as the admission table sees it.
 struct ConnSlot {
-    /// A request is in the handler.
+    /// A request is executing a state call.
     busy: AtomicBool,
     /// Last time (ms since the server started) a request ended or, before the
     /// first one, the connection was accepted.
@@ -260,8 +265,11 @@ struct Shared {
     state: Arc<dyn AdminState>,
     cfg: AdminConfig,
     conns: Mutex<ConnTable>,
-    /// Permits for API views and reports (the blocking pool has two more threads).
+    /// Permits for API views and reports.
     api_slots: Semaphore,
+    /// Permits for `/metrics` and `/readyz`: the blocking pool has one thread
+    /// per permit, so a state call never waits for a thread.
+    probe_slots: Semaphore,
     started: Instant,
 }
 
@@ -398,7 +406,7 @@ pub fn start(cfg: AdminConfig, state: Arc<dyn AdminState>) -> Result<AdminHandle
     listener.set_nonblocking(true).map_err(bind_err)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
-        .max_blocking_threads(cfg.workers + 2)
+        .max_blocking_threads(cfg.workers + PROBE_SLOTS)
         .thread_name("stoa-admin")
         .enable_io()
         .enable_time()
@@ -412,6 +420,7 @@ pub fn start(cfg: AdminConfig, state: Arc<dyn AdminState>) -> Result<AdminHandle
     let shared = Arc::new(Shared {
         state,
         api_slots: Semaphore::new(cfg.workers),
+        probe_slots: Semaphore::new(PROBE_SLOTS),
         cfg,
         conns: Mutex::default(),
         started: Instant::now(),

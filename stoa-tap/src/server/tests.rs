@@ -37,7 +37,7 @@ impl AdminState for Fake {
             "" => Some(ApiResponse::json(200, b"[\"summary\"]".to_vec())),
             "boom" => panic!("state panicked"),
             "slow" => {
-                std::thread::sleep(Duration::from_millis(1500));
+                std::thread::sleep(Duration::from_millis(1000));
                 Some(ApiResponse::json(200, b"{}".to_vec()))
             }
             "teapot" => Some(ApiResponse::json(204, Vec::new())),
@@ -602,6 +602,51 @@ fn server_idle_and_slowloris_clients_do_not_starve_probes() {
     }
     assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
     idle.clear();
+}
+
+/// Slow API views occupying every API permit and queueing behind it do not
+/// hold up the probes: `/healthz` is answered without a state call, `/metrics`
+/// and `/readyz` have their own permits, and at the connection limit a
+/// request still waiting for a permit makes room.
+#[test]
+fn server_probes_answer_while_the_api_is_saturated() {
+    let cfg = AdminConfig {
+        workers: 1,
+        max_connections: 6,
+        ..local()
+    };
+    let (h, _) = serve(cfg);
+    let a = h.local_addr();
+    let views: Vec<_> = (0..9)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut s = connect(a);
+                s.write_all(
+                    b"GET /api/v1/slow HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+                )
+                .ok()?;
+                let mut buf = Vec::new();
+                s.read_to_end(&mut buf).ok()?;
+                buf.get(9..12).map(|c| c.to_vec())
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    for path in ["/healthz", "/metrics", "/readyz", "/healthz"] {
+        let t = Instant::now();
+        assert_eq!(get(a, path, "").status, 200, "{path}");
+        assert!(
+            t.elapsed() < Duration::from_millis(100),
+            "{path} took {:?}",
+            t.elapsed()
+        );
+    }
+    let answered = views
+        .into_iter()
+        .filter_map(|t| t.join().unwrap())
+        .filter(|status| status == b"200")
+        .count();
+    assert!(answered >= 1, "the view holding the permit finished");
 }
 
 #[test]
