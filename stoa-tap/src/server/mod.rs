@@ -28,6 +28,8 @@
 //!   with the defaults), and then it gets `503` at once. The limit is a table of
 //!   open connections rather than a bare semaphore, because making room needs to
 //!   know which connection to close;
+//! - a response write that makes no progress for [`AdminConfig::write_timeout`]
+//!   (a client that does not read) closes the connection;
 //! - a head larger than [`AdminConfig::max_head_bytes`] gets `431`, more than 64
 //!   header fields `431`, garbage `400`; request bodies are never read (only
 //!   `GET` and `HEAD` are served): a request with one gets its answer and the
@@ -47,10 +49,13 @@ mod tests;
 
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::collections::HashMap;
+use std::future::Future;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Notify, Semaphore};
@@ -182,6 +187,9 @@ pub struct AdminConfig {
     /// the server waits for it: a new connection, or one idle after a response
     /// (default 5 s).
     pub read_timeout: Duration,
+    /// Time a response write may make no progress (a client that does not
+    /// read) before the connection is closed (default 10 s).
+    pub write_timeout: Duration,
 }
 
 impl Default for AdminConfig {
@@ -193,6 +201,7 @@ impl Default for AdminConfig {
             max_connections: 32,
             max_head_bytes: 16 * 1024,
             read_timeout: Duration::from_secs(5),
+            write_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -206,6 +215,7 @@ impl std::fmt::Debug for AdminConfig {
             .field("max_connections", &self.max_connections)
             .field("max_head_bytes", &self.max_head_bytes)
             .field("read_timeout", &self.read_timeout)
+            .field("write_timeout", &self.write_timeout)
             .finish()
     }
 }
@@ -385,8 +395,8 @@ fn validate(cfg: &AdminConfig) -> Result<(), AdminError> {
             "max_head_bytes must be at least 8192",
         ));
     }
-    if cfg.read_timeout.is_zero() {
-        return Err(AdminError::InvalidConfig("read_timeout must be positive"));
+    if cfg.read_timeout.is_zero() || cfg.write_timeout.is_zero() {
+        return Err(AdminError::InvalidConfig("timeouts must be positive"));
     }
     Ok(())
 }
@@ -493,7 +503,12 @@ async fn serve(
             }
         })
     };
-    let conn = builder.serve_connection(TokioIo::new(stream), svc);
+    let io = WriteDeadline {
+        io: TokioIo::new(stream),
+        limit: shared.cfg.write_timeout,
+        stalled: None,
+    };
+    let conn = builder.serve_connection(io, svc);
     tokio::pin!(conn);
     tokio::select! {
         res = conn.as_mut() => {
@@ -510,6 +525,84 @@ async fn serve(
         }
     }
     shared.release(id);
+}
+
+/// A connection's socket whose writes fail once they have made no progress
+/// for `limit`: hyper has no write timeout, and a client that never reads
+/// would otherwise keep its response (and its slot) forever.
+struct WriteDeadline {
+    io: TokioIo<tokio::net::TcpStream>,
+    limit: Duration,
+    /// Running while writes are pending.
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl WriteDeadline {
+    fn check(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        if r.is_ready() {
+            self.stalled = None;
+            return r;
+        }
+        let limit = self.limit;
+        let timer = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client did not read the response",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl hyper::rt::Read for WriteDeadline {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl hyper::rt::Write for WriteDeadline {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.io).poll_write(cx, buf);
+        this.check(cx, r)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        this.check(cx, r)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
 }
 
 /// Answers `503` to a connection when every slot is executing a request.

@@ -5,6 +5,9 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Instant;
 
+/// Size of the `big` response: more than the socket buffers hold.
+const BIG: usize = 64 << 20;
+
 struct Fake {
     healthy: AtomicBool,
     ready: AtomicBool,
@@ -36,6 +39,7 @@ impl AdminState for Fake {
             )),
             "" => Some(ApiResponse::json(200, b"[\"summary\"]".to_vec())),
             "boom" => panic!("state panicked"),
+            "big" => Some(ApiResponse::json(200, vec![b' '; BIG])),
             "slow" => {
                 std::thread::sleep(Duration::from_millis(1000));
                 Some(ApiResponse::json(200, b"{}".to_vec()))
@@ -647,6 +651,32 @@ fn server_probes_answer_while_the_api_is_saturated() {
         .filter(|status| status == b"200")
         .count();
     assert!(answered >= 1, "the view holding the permit finished");
+}
+
+/// A client that asks for a large response and does not read it is cut off
+/// once the write stalls for `write_timeout`.
+#[test]
+fn server_client_that_does_not_read_is_cut_off() {
+    let cfg = AdminConfig {
+        write_timeout: Duration::from_millis(300),
+        ..local()
+    };
+    let (h, _) = serve(cfg);
+    let mut s = connect(h.local_addr());
+    s.write_all(b"GET /api/v1/big HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut got = 0usize;
+    let mut chunk = vec![0u8; 1 << 16];
+    loop {
+        match s.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n,
+        }
+    }
+    assert!(got > 0 && got < BIG, "read {got} bytes of {BIG}");
+    // The server goes on.
+    assert_eq!(get(h.local_addr(), "/healthz", "").status, 200);
 }
 
 #[test]
