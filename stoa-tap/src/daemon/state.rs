@@ -242,11 +242,12 @@ impl Shared {
             sources.push(entry);
         }
         notes.extend(self.publisher.get().and_then(|p| p.ready_detail()));
+        let ready = started && down.is_empty();
         let mut extra = serde_json::Map::new();
         extra.insert("sources".into(), sources.into());
         extra.insert("down".into(), down.into());
         Readiness {
-            ready: started && extra["down"].as_array().is_some_and(Vec::is_empty),
+            ready,
             notes,
             extra,
         }
