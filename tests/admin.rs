@@ -309,7 +309,13 @@ fn readyz_names_a_failed_file_source() {
     std::fs::write(&bad, "this is text, not a capture\n").expect("write");
     let bad = bad.to_str().expect("utf-8 path");
     let d = Daemon::start("admin-readyz-file", &["--replay", bad]);
-    let (status, v) = poll_until(10, || d.json("/readyz"), |(s, _)| *s == 503);
+    // Started (the daemon is not ready while starting either) with the source down.
+    let started_and_down = |(s, v): &(u16, Value)| {
+        *s == 503
+            && v["down"].as_array().is_some_and(|d| !d.is_empty())
+            && !v["notes"].to_string().contains("starting")
+    };
+    let (status, v) = poll_until(10, || d.json("/readyz"), started_and_down);
     assert_eq!(status, 503, "{v}");
     assert_eq!(v["status"], "not ready");
     assert_eq!(v["down"].as_array().map(Vec::len), Some(1), "{v}");
@@ -319,6 +325,7 @@ fn readyz_names_a_failed_file_source() {
     assert_eq!(down["index"], 0);
     let err = down["error"].as_str().unwrap_or_default();
     assert!(err.contains("not a pcap or pcapng capture"), "{v}");
+    assert_eq!(v["notes"].as_array().map(Vec::len), Some(1), "{v}");
     assert!(
         v["notes"][0].as_str().unwrap_or_default().contains(bad),
         "{v}"
