@@ -470,7 +470,7 @@ async fn accept_loop(shared: Arc<Shared>, listener: tokio::net::TcpListener) {
         };
         let _ = stream.set_nodelay(true);
         let Some((id, slot)) = shared.admit() else {
-            tracing::warn!(%peer, max_connections = shared.cfg.max_connections, "admin server: every connection is executing a request, refusing");
+            tracing::warn!(%peer, max_connections = shared.cfg.max_connections, "admin server: every connection is executing a state call, refusing");
             tokio::spawn(refuse_busy(stream));
             continue;
         };
