@@ -16,7 +16,7 @@ pub mod notify;
 pub mod persist;
 mod state;
 
-pub use state::Shared;
+pub use state::{Shared, SourceHealth, SourceProbe};
 
 use crate::decode::decode_tcp;
 use crate::pipeline::{Engine, EngineConfig};
@@ -32,7 +32,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Why the daemon could not start.
@@ -309,15 +309,24 @@ fn file_source(
     tx: SyncSender<Vec<OwnedFrame>>,
     stop: Arc<AtomicBool>,
     shared: Arc<Shared>,
+    health: Arc<Mutex<SourceHealth>>,
 ) {
+    let failed = |e: String| {
+        tracing::error!(path = %path.display(), error = %e, "file source");
+        shared.source_error(e.clone());
+        if let Ok(mut h) = health.lock() {
+            *h = SourceHealth::Down(e);
+        }
+    };
     let mut cap = match Capture::open(std::slice::from_ref(&path)) {
         Ok(c) => c,
         Err(e) => {
-            tracing::error!(path = %path.display(), error = %e, "file source");
-            shared.source_error(format!("{e}"));
+            failed(e.to_string());
+            shared.file_done();
             return;
         }
     };
+    let mut error = None;
     let mut batch = Vec::with_capacity(256);
     while !stop.load(Ordering::Relaxed) {
         match cap.next_with(|p| OwnedFrame {
@@ -334,8 +343,7 @@ fn file_source(
             }
             Ok(None) => break,
             Err(e) => {
-                tracing::error!(path = %path.display(), error = %e, "file source");
-                shared.source_error(format!("{e}"));
+                error = Some(e.to_string());
                 break;
             }
         }
@@ -345,6 +353,14 @@ fn file_source(
     }
     for w in cap.take_warnings() {
         tracing::warn!(warning = %w, "file source");
+    }
+    match error {
+        Some(e) => failed(e),
+        None => {
+            if let Ok(mut h) = health.lock() {
+                *h = SourceHealth::Done;
+            }
+        }
     }
     shared.file_done();
 }
@@ -443,10 +459,18 @@ impl Daemon {
                     let (tx, rx) = mpsc::sync_channel::<Vec<OwnedFrame>>(64);
                     let (w, s) = (worker_tx.clone(), shared.clone());
                     dispatchers.push(std::thread::spawn(move || dispatch_frames(rx, w, true, s)));
+                    let health = Arc::new(Mutex::new(SourceHealth::Up));
+                    let probe = health.clone();
+                    shared.add_source_health(
+                        index,
+                        "file",
+                        path.display().to_string(),
+                        Box::new(move || probe.lock().map_or(SourceHealth::Up, |h| h.clone())),
+                    );
                     let (path, stop, s) = (path.clone(), stop_files.clone(), shared.clone());
                     shared.file_started();
                     sources.push(Running::Thread(std::thread::spawn(move || {
-                        file_source(path, tx, stop, s)
+                        file_source(path, tx, stop, s, health)
                     })));
                 }
                 SourceConfig::Pcap { .. }

@@ -3,7 +3,8 @@
 
 use super::config::{RunConfig, SourceConfig};
 use super::{
-    dispatch_events, dispatch_frames, hand, shard_of_pair, DaemonError, PortUpdater, Shared, Work,
+    dispatch_events, dispatch_frames, hand, shard_of_pair, DaemonError, PortUpdater, Shared,
+    SourceHealth, Work,
 };
 use crate::metrics::MetricsText;
 use crate::source::ebpf::{self, ProbeBatch, ProbeConfig, ProbeHandle};
@@ -48,6 +49,15 @@ pub(super) fn start(
             })?;
             let (w, s) = (workers.to_vec(), shared.clone());
             dispatchers.push(std::thread::spawn(move || dispatch_frames(rx, w, false, s)));
+            let watched = interfaces.clone();
+            shared.add_source_health(
+                index,
+                "pcap",
+                interfaces.join(","),
+                Box::new(move || {
+                    interfaces_present(&watched, "the capture resumes when it is back")
+                }),
+            );
             let handle: Arc<Mutex<Option<LiveHandle>>> = Arc::new(Mutex::new(Some(handle)));
             let reader = handle.clone();
             shared.add_source_metrics(Box::new(move |m: &mut MetricsText| {
@@ -105,6 +115,13 @@ pub(super) fn start(
                 message: e.to_string(),
             })?;
             tracing::info!(addr = %handle.local_addr(), "tproxy relay listening");
+            // A stuck relay loop is the watchdog's business (heartbeat below).
+            shared.add_source_health(
+                index,
+                "tproxy",
+                handle.local_addr().to_string(),
+                Box::new(|| SourceHealth::Up),
+            );
             let (w, s) = (workers.to_vec(), shared.clone());
             dispatchers.push(std::thread::spawn(move || dispatch_events(rx, w, s)));
             let handle: Arc<Mutex<Option<RelayHandle>>> = Arc::new(Mutex::new(Some(handle)));
@@ -159,6 +176,13 @@ pub(super) fn start(
                         message: e.to_string(),
                     }
                 })?;
+            let watched = vec![interface.clone()];
+            shared.add_source_health(
+                index,
+                "ebpf",
+                interface.clone(),
+                Box::new(move || interfaces_present(&watched, "the probe is detached")),
+            );
             let handle: Arc<Mutex<Option<ProbeHandle>>> = Arc::new(Mutex::new(Some(handle)));
             let (reader, updater) = (handle.clone(), handle.clone());
             let iface = interface.clone();
@@ -199,6 +223,33 @@ pub(super) fn start(
             kind: "file",
             message: "file sources are started by the daemon itself".into(),
         }),
+    }
+}
+
+/// `Down` when an interface (other than `any`) is not in this network
+/// namespace any more. `/proc/self/net/dev` is the namespace's own list, and
+/// reading it costs no more than a small file read.
+fn interfaces_present(interfaces: &[String], consequence: &str) -> SourceHealth {
+    let Ok(dev) = std::fs::read_to_string("/proc/self/net/dev") else {
+        // Cannot tell: say nothing rather than a false alarm.
+        return SourceHealth::Up;
+    };
+    let present: Vec<&str> = dev
+        .lines()
+        .filter_map(|l| l.split_once(':').map(|(name, _)| name.trim()))
+        .collect();
+    let gone: Vec<&str> = interfaces
+        .iter()
+        .map(String::as_str)
+        .filter(|i| *i != "any" && !present.contains(i))
+        .collect();
+    if gone.is_empty() {
+        SourceHealth::Up
+    } else {
+        SourceHealth::Down(format!(
+            "interface {} gone ({consequence})",
+            gone.join(", ")
+        ))
     }
 }
 
@@ -346,6 +397,21 @@ fn probe_metrics(m: &mut MetricsText, interface: &str, h: &ProbeHandle) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_source_whose_interface_is_gone_is_down_and_named() {
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            interfaces_present(&names(&["lo", "any"]), "x"),
+            SourceHealth::Up
+        );
+        match interfaces_present(&names(&["lo", "stoa-nope0"]), "back later") {
+            SourceHealth::Down(e) => {
+                assert_eq!(e, "interface stoa-nope0 gone (back later)");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 
     #[test]
     fn relay_counters_are_exported_with_drop_reasons_and_idle_closes() {

@@ -5,7 +5,7 @@ use crate::decode::DecodeStats;
 use crate::http1::Http1Stats;
 use crate::metrics::{MetricKind, MetricsText};
 use crate::pipeline::{CaptureStats, Engine, ExchangeStats};
-use crate::server::{AdminConfig, AdminState, ApiResponse};
+use crate::server::{AdminConfig, AdminState, ApiResponse, Readiness};
 use crate::tcp::TcpStats;
 use contracts::{Exchange, InferenceConfig, Observations};
 use std::collections::BTreeMap;
@@ -34,6 +34,29 @@ pub type Heartbeat = Box<dyn Fn() -> u64 + Send + Sync>;
 /// events or records (kernel ring drops, a full hand-over queue...).
 pub type SourceDrops = Box<dyn Fn() -> (u64, u64) + Send + Sync>;
 
+/// How a source is doing, as `/readyz` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceHealth {
+    /// Capturing (or relaying).
+    Up,
+    /// Finished its work (a replayed file read to the end).
+    Done,
+    /// Not capturing, with the reason: failed to open, ended with an error,
+    /// or its interface is gone.
+    Down(String),
+}
+
+/// Tells how a source is doing; called on each `/readyz`, so it must be cheap.
+pub type SourceProbe = Box<dyn Fn() -> SourceHealth + Send + Sync>;
+
+/// A configured source, for readiness.
+struct SourceEntry {
+    index: usize,
+    kind: &'static str,
+    name: String,
+    probe: SourceProbe,
+}
+
 /// Everything the threads share. Workers only touch it once a second.
 pub struct Shared {
     cfg: RunConfig,
@@ -49,6 +72,7 @@ pub struct Shared {
     started: Instant,
     files_running: AtomicU64,
     source_errors: Mutex<Vec<String>>,
+    source_health: Mutex<Vec<SourceEntry>>,
     saves: AtomicU64,
     save_errors: AtomicU64,
     last_save_bytes: AtomicU64,
@@ -86,6 +110,7 @@ impl Shared {
             started: Instant::now(),
             files_running: AtomicU64::new(0),
             source_errors: Mutex::default(),
+            source_health: Mutex::default(),
             saves: AtomicU64::new(0),
             save_errors: AtomicU64::new(0),
             last_save_bytes: AtomicU64::new(0),
@@ -152,6 +177,79 @@ impl Shared {
     pub fn add_source_drops(&self, f: SourceDrops) {
         if let Ok(mut s) = self.source_drops.lock() {
             s.push(f);
+        }
+    }
+
+    /// Registers a configured source (`index` in `sources`) for `/readyz`.
+    pub(super) fn add_source_health(
+        &self,
+        index: usize,
+        kind: &'static str,
+        name: String,
+        probe: SourceProbe,
+    ) {
+        if let Ok(mut s) = self.source_health.lock() {
+            s.push(SourceEntry {
+                index,
+                kind,
+                name,
+                probe,
+            });
+        }
+    }
+
+    /// Every registered source with its health, in configuration order.
+    fn source_states(&self) -> Vec<(usize, &'static str, String, SourceHealth)> {
+        let Ok(s) = self.source_health.lock() else {
+            return Vec::new();
+        };
+        let mut v: Vec<_> = s
+            .iter()
+            .map(|e| (e.index, e.kind, e.name.clone(), (e.probe)()))
+            .collect();
+        v.sort_by_key(|e| e.0);
+        v
+    }
+
+    /// Ready when started (and not stopping) and no source is down: one source
+    /// down is enough for `503`, since part of the traffic goes unseen and the
+    /// contracts and figures learned from the rest would mislead.
+    pub fn readiness(&self) -> Readiness {
+        let started = self.ready.load(Ordering::Relaxed);
+        let mut notes = Vec::new();
+        if !started {
+            notes.push("starting or stopping".to_owned());
+        }
+        let mut sources = Vec::new();
+        let mut down = Vec::new();
+        for (index, kind, name, health) in self.source_states() {
+            let (state, error) = match health {
+                SourceHealth::Up => ("up", None),
+                SourceHealth::Done => ("done", None),
+                SourceHealth::Down(e) => ("down", Some(e)),
+            };
+            let entry = serde_json::json!({
+                "index": index,
+                "kind": kind,
+                "name": name,
+                "state": state,
+                "error": error,
+            });
+            if let Some(e) = &error {
+                notes.push(format!("source {index} ({kind} {name}) is down: {e}"));
+                down.push(entry.clone());
+            }
+            sources.push(entry);
+        }
+        notes.extend(self.publisher.get().and_then(|p| p.ready_detail()));
+        let ready = started && down.is_empty();
+        let mut extra = serde_json::Map::new();
+        extra.insert("sources".into(), sources.into());
+        extra.insert("down".into(), down.into());
+        Readiness {
+            ready,
+            notes,
+            extra,
         }
     }
 
@@ -393,9 +491,11 @@ impl Shared {
         let (dropped_total, drop_rate) = self.drop_rate(&w);
         let last_traffic = self.last_traffic_unix.load(Ordering::Relaxed);
         let publisher = self.publisher.get().map(|p| p.view());
+        let readiness = self.readiness();
         serde_json::json!({
             "uptime_seconds": self.started.elapsed().as_secs(),
-            "ready": self.ready.load(Ordering::Relaxed),
+            "ready": readiness.ready,
+            "sources": readiness.extra.get("sources"),
             "workers": self.cfg.workers,
             "packets": sum(&|s| s.capture.packets),
             "bytes": sum(&|s| s.capture.bytes),
@@ -457,9 +557,21 @@ impl Shared {
         m.gauge("stoa_tap_up", "1 while the daemon runs.", 1u64);
         m.gauge(
             "stoa_tap_ready",
-            "1 when sources and workers are running.",
-            u64::from(self.ready.load(Ordering::Relaxed)),
+            "1 when started and no source is down.",
+            u64::from(self.readiness().ready),
         );
+        for (index, kind, name, health) in self.source_states() {
+            m.gauge_with(
+                "stoa_tap_source_down",
+                "1 while a source is down (failed, ended with an error, interface gone).",
+                &[
+                    ("index", index.to_string().as_str()),
+                    ("kind", kind),
+                    ("name", name.as_str()),
+                ],
+                u64::from(matches!(health, SourceHealth::Down(_))),
+            );
+        }
         m.gauge(
             "stoa_tap_uptime_seconds",
             "Seconds since start.",
@@ -678,11 +790,11 @@ impl AdminState for Shared {
     }
 
     fn ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
+        Shared::readiness(self).ready
     }
 
-    fn ready_detail(&self) -> Option<String> {
-        self.publisher.get().and_then(|p| p.ready_detail())
+    fn readiness(&self) -> Readiness {
+        Shared::readiness(self)
     }
 
     fn api(&self, path: &str) -> Option<ApiResponse> {

@@ -1,23 +1,41 @@
 //! The admin HTTP/1.1 server: `/metrics`, `/healthz`, `/readyz`, `/api/v1/...` and a
 //! small observe-only dashboard at `/`.
 //!
-//! It is deliberately small and dependency-free: one accept thread plus a fixed pool
-//! of worker threads, each serving one connection at a time (keep-alive and
-//! pipelining supported). What it serves comes from an [`AdminState`] supplied by
-//! the caller.
+//! HTTP/1.1 itself (parsing, keep-alive, pipelining, `HEAD`, automatic `400`/`431`)
+//! is hyper's. The server runs on a small tokio runtime of its own, owned by the
+//! [`AdminHandle`]: one thread drives every connection, and a bounded blocking
+//! pool runs the [`AdminState`] calls, which may take a while (building JSON views
+//! and contracts), so they never hold up the connection thread.
 //!
-//! Robustness:
-//! - a request head larger than [`AdminConfig::max_head_bytes`] gets `431`;
-//! - a head that does not arrive within [`AdminConfig::read_timeout`] gets `408`,
-//!   an idle keep-alive connection is closed after
-//!   [`AdminConfig::keep_alive_timeout`], and a response that cannot be written
-//!   within [`AdminConfig::write_timeout`] is abandoned, so slow clients cannot hold
-//!   workers;
-//! - at most [`AdminConfig::max_connections`] connections are open at once; excess
-//!   ones get `503` and are closed;
-//! - garbage gets `400` and the connection is closed; a panic in the state is caught
-//!   and answered with `500`;
-//! - every response carries `Content-Length`.
+//! Robustness against slow and idle clients (slowloris):
+//! - a request head must be complete within [`AdminConfig::read_timeout`],
+//!   counted from the moment the server starts waiting for it (connection
+//!   accepted, or previous response sent): connections that send nothing,
+//!   trickle a head byte by byte, or sit idle between keep-alive requests are
+//!   closed after that time;
+//! - state calls hold permits: [`AdminConfig::workers`] for API views and the
+//!   report, two more for `/metrics` and `/readyz`, and the blocking pool has
+//!   one thread per permit, so the probes never queue behind slow views.
+//!   `/healthz` and the dashboard page are answered on the connection thread
+//!   without any slow call;
+//! - at most [`AdminConfig::max_connections`] connections are open. A connection
+//!   arriving at the limit takes the place of the open connection that has been
+//!   inactive longest among those not executing a state call (reading a head,
+//!   idle between requests, waiting for a permit, or being written a response;
+//!   a request that just ended counts as activity), which is closed. So idle and
+//!   slow clients can never lock a probe out: a new connection is admitted unless
+//!   every slot is executing a state call (at most `workers + 2` can, so never
+//!   with the defaults), and then it gets `503` at once. The limit is a table of
+//!   open connections rather than a bare semaphore, because making room needs to
+//!   know which connection to close;
+//! - a response write that makes no progress for [`AdminConfig::write_timeout`]
+//!   (a client that does not read) closes the connection;
+//! - a head larger than [`AdminConfig::max_head_bytes`] gets `431`, more than 64
+//!   header fields `431`, garbage `400`; request bodies are never read (only
+//!   `GET` and `HEAD` are served): a request with one gets its answer and the
+//!   connection is closed;
+//! - a panic in the state is answered with `500`; every response carries
+//!   `Content-Length`.
 //!
 //! Security: binding a non-loopback address requires a bearer token; with a token,
 //! every path except `/healthz` and `/readyz` requires `Authorization: Bearer
@@ -29,16 +47,27 @@ mod http;
 #[cfg(test)]
 mod tests;
 
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::collections::HashMap;
+use std::future::Future;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError, TrySendError};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
-use std::time::Duration;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{Notify, Semaphore};
 
-/// How often blocked threads look at the stop flag.
-const POLL: Duration = Duration::from_millis(50);
+/// State calls for `/metrics` and `/readyz` at once, besides the API's.
+const PROBE_SLOTS: usize = 2;
+/// Most header fields accepted in one request head.
+const MAX_HEADERS: usize = 64;
+/// Smallest head limit hyper accepts.
+const MIN_HEAD_BYTES: usize = 8192;
+/// How long shutting down waits for a state call in progress.
+const SHUTDOWN_WAIT: Duration = Duration::from_millis(500);
 
 /// A response produced by [`AdminState::api`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,21 +117,43 @@ fn error_json(error: &str, detail: &str) -> Vec<u8> {
         .unwrap_or_else(|_| b"{\"error\":\"internal\"}".to_vec())
 }
 
-/// What the admin server exposes. Implemented by the daemon; called from worker
-/// threads, so implementations must be cheap to call concurrently and must not
-/// block for long.
+/// The `/readyz` answer: `200` when `ready`, else `503`, with the JSON body
+/// `{"status": "ready" | "not ready", "notes": [...], ...extra}`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Readiness {
+    /// Whether the daemon is ready.
+    pub ready: bool,
+    /// Lines for a person: why it is not ready, or what needs attention although
+    /// it is.
+    pub notes: Vec<String>,
+    /// More fields of the JSON body (the daemon lists its sources here).
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+/// What the admin server exposes. Implemented by the daemon. `healthy` is called
+/// on the connection thread and must be instant; the other calls run on a
+/// blocking pool and may take a while, but should not block for long.
 pub trait AdminState: Send + Sync + 'static {
     /// The `/metrics` document in Prometheus text format 0.0.4 (see
     /// [`crate::metrics::MetricsText`]).
     fn metrics(&self) -> String;
-    /// `/healthz`: false answers `503`.
+    /// `/healthz`: false answers `503`. Must not block.
     fn healthy(&self) -> bool;
-    /// `/readyz`: false answers `503`.
+    /// Whether the daemon is ready (used by the default [`AdminState::readiness`]).
     fn ready(&self) -> bool;
-    /// A line added to the `/readyz` answer when something needs attention
-    /// although the daemon is ready (e.g. the control plane refused the key).
+    /// A line added to the default `/readyz` answer when something needs
+    /// attention although the daemon is ready (e.g. the control plane refused the key).
     fn ready_detail(&self) -> Option<String> {
         None
+    }
+    /// The `/readyz` answer. The default is built from [`AdminState::ready`] and
+    /// [`AdminState::ready_detail`].
+    fn readiness(&self) -> Readiness {
+        Readiness {
+            ready: self.ready(),
+            notes: self.ready_detail().into_iter().collect(),
+            extra: serde_json::Map::new(),
+        }
     }
     /// `GET /api/v1/<path>`: `path` is what follows `/api/v1/`, without the query
     /// string (e.g. `summary`, `operations`, `openapi.yaml`; empty for `/api/v1` and
@@ -123,20 +174,22 @@ pub struct AdminConfig {
     pub bind: SocketAddr,
     /// Bearer token; required when `bind` is not a loopback address.
     pub token: Option<String>,
-    /// Worker threads, each serving one connection at a time (default 4).
+    /// API views and reports computed at once (default 4); the blocking pool has
+    /// two threads more, kept for `/metrics` and `/readyz`.
     pub workers: usize,
-    /// Open connections at most, being served or waiting for a worker; more get
-    /// `503` (default 32).
+    /// Open connections at most (default 32); see the module documentation for
+    /// what happens at the limit.
     pub max_connections: usize,
-    /// Largest request head (request line and headers) accepted (default 16 KiB).
+    /// Largest request head (request line and headers) accepted (default 16 KiB,
+    /// at least 8 KiB).
     pub max_head_bytes: usize,
-    /// Time allowed for a whole request head to arrive once it started (default 10 s).
+    /// Time allowed for a whole request head to arrive, counted from the moment
+    /// the server waits for it: a new connection, or one idle after a response
+    /// (default 5 s).
     pub read_timeout: Duration,
-    /// Time allowed to write a whole response (default 10 s).
+    /// Time a response write may make no progress (a client that does not
+    /// read) before the connection is closed (default 10 s).
     pub write_timeout: Duration,
-    /// Idle time after which a keep-alive connection (or a new connection that
-    /// sent nothing) is closed (default 5 s).
-    pub keep_alive_timeout: Duration,
 }
 
 impl Default for AdminConfig {
@@ -147,9 +200,8 @@ impl Default for AdminConfig {
             workers: 4,
             max_connections: 32,
             max_head_bytes: 16 * 1024,
-            read_timeout: Duration::from_secs(10),
+            read_timeout: Duration::from_secs(5),
             write_timeout: Duration::from_secs(10),
-            keep_alive_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -164,7 +216,6 @@ impl std::fmt::Debug for AdminConfig {
             .field("max_head_bytes", &self.max_head_bytes)
             .field("read_timeout", &self.read_timeout)
             .field("write_timeout", &self.write_timeout)
-            .field("keep_alive_timeout", &self.keep_alive_timeout)
             .finish()
     }
 }
@@ -184,7 +235,7 @@ pub enum AdminError {
     /// The token is empty or contains characters that cannot appear in a header.
     #[error("admin server: invalid token: {0}")]
     InvalidToken(&'static str),
-    /// A limit is zero.
+    /// A limit is out of range.
     #[error("admin server: invalid configuration: {0}")]
     InvalidConfig(&'static str),
     /// The listening socket could not be set up.
@@ -196,38 +247,87 @@ pub enum AdminError {
         #[source]
         source: io::Error,
     },
-    /// A thread could not be spawned.
-    #[error("admin server: cannot spawn thread: {0}")]
+    /// The runtime could not be started.
+    #[error("admin server: cannot start the runtime: {0}")]
     Spawn(#[source] io::Error),
 }
 
-/// State shared by the accept thread and the workers.
+/// One open connection, as the admission table sees it.
+struct ConnSlot {
+    /// A request is executing a state call.
+    busy: AtomicBool,
+    /// Last time (ms since the server started) a request ended or, before the
+    /// first one, the connection was accepted.
+    last_active_ms: AtomicU64,
+    /// Told when the connection must close to make room for a new one.
+    evict: Notify,
+}
+
+/// Open connections by id (ids grow with acceptance order).
+#[derive(Default)]
+struct ConnTable {
+    next_id: u64,
+    open: HashMap<u64, Arc<ConnSlot>>,
+}
+
+/// State shared by the accept loop and the connections.
 struct Shared {
     state: Arc<dyn AdminState>,
     cfg: AdminConfig,
-    stop: AtomicBool,
-    /// Open connections (accepted and not yet closed).
-    active: AtomicUsize,
-    /// Connections accepted and waiting for a worker.
-    queued: AtomicUsize,
+    conns: Mutex<ConnTable>,
+    /// Permits for API views and reports.
+    api_slots: Semaphore,
+    /// Permits for `/metrics` and `/readyz`: the blocking pool has one thread
+    /// per permit, so a state call never waits for a thread.
+    probe_slots: Semaphore,
+    started: Instant,
 }
 
-/// Decrements the open-connection count when a connection is done with.
-struct ConnSlot(Arc<Shared>);
+impl Shared {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
 
-impl Drop for ConnSlot {
-    fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::AcqRel);
+    /// Admits a new connection, closing the one idle longest when at the limit.
+    /// `None` when every slot is executing a request.
+    fn admit(&self) -> Option<(u64, Arc<ConnSlot>)> {
+        let mut t = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        if t.open.len() >= self.cfg.max_connections {
+            let victim = t
+                .open
+                .iter()
+                .filter(|(_, c)| !c.busy.load(Ordering::Acquire))
+                .min_by_key(|(id, c)| (c.last_active_ms.load(Ordering::Relaxed), **id))
+                .map(|(id, _)| *id)?;
+            if let Some(c) = t.open.remove(&victim) {
+                tracing::debug!(
+                    conn = victim,
+                    "admin server: at the connection limit, closing the longest idle connection"
+                );
+                c.evict.notify_one();
+            }
+        }
+        let id = t.next_id;
+        t.next_id += 1;
+        let slot = Arc::new(ConnSlot {
+            busy: AtomicBool::new(false),
+            last_active_ms: AtomicU64::new(self.now_ms()),
+            evict: Notify::new(),
+        });
+        t.open.insert(id, slot.clone());
+        Some((id, slot))
+    }
+
+    fn release(&self, id: u64) {
+        let mut t = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        t.open.remove(&id);
     }
 }
-
-type Conn = (TcpStream, SocketAddr, ConnSlot);
 
 /// A running admin server. Dropping it shuts it down.
 pub struct AdminHandle {
     local_addr: SocketAddr,
-    shared: Arc<Shared>,
-    threads: Vec<JoinHandle<()>>,
+    runtime: Option<tokio::runtime::Runtime>,
 }
 
 impl std::fmt::Debug for AdminHandle {
@@ -244,23 +344,18 @@ impl AdminHandle {
         self.local_addr
     }
 
-    /// Stops accepting, closes connections and joins every thread (within about
-    /// 100 ms plus any state call in progress).
+    /// Stops accepting and closes every connection at once; waits at most half a
+    /// second for a state call in progress.
     pub fn shutdown(mut self) {
         self.stop();
     }
 
     fn stop(&mut self) {
-        if self.threads.is_empty() {
-            return;
+        if let Some(rt) = self.runtime.take() {
+            // Dropping the tasks closes the listener and every connection.
+            rt.shutdown_timeout(SHUTDOWN_WAIT);
+            tracing::info!(addr = %self.local_addr, "admin server stopped");
         }
-        self.shared.stop.store(true, Ordering::Release);
-        for t in self.threads.drain(..) {
-            if t.join().is_err() {
-                tracing::error!("admin server: a thread panicked");
-            }
-        }
-        tracing::info!(addr = %self.local_addr, "admin server stopped");
     }
 }
 
@@ -295,72 +390,52 @@ fn validate(cfg: &AdminConfig) -> Result<(), AdminError> {
             "max_connections must be at least 1",
         ));
     }
-    if cfg.max_head_bytes < 256 {
+    if cfg.max_head_bytes < MIN_HEAD_BYTES {
         return Err(AdminError::InvalidConfig(
-            "max_head_bytes must be at least 256",
+            "max_head_bytes must be at least 8192",
         ));
     }
-    if cfg.read_timeout.is_zero() || cfg.write_timeout.is_zero() || cfg.keep_alive_timeout.is_zero()
-    {
+    if cfg.read_timeout.is_zero() || cfg.write_timeout.is_zero() {
         return Err(AdminError::InvalidConfig("timeouts must be positive"));
     }
     Ok(())
 }
 
-/// Binds the listener and starts the server threads.
+/// Binds the listener and starts the server on its own runtime.
 ///
 /// Refuses a non-loopback `bind` without a token ([`AdminError::NonLoopbackWithoutToken`]).
 pub fn start(cfg: AdminConfig, state: Arc<dyn AdminState>) -> Result<AdminHandle, AdminError> {
     validate(&cfg)?;
-    let listener = TcpListener::bind(cfg.bind).map_err(|source| AdminError::Bind {
+    let bind_err = |source| AdminError::Bind {
         addr: cfg.bind,
         source,
-    })?;
-    let local_addr = listener.local_addr().map_err(|source| AdminError::Bind {
-        addr: cfg.bind,
-        source,
-    })?;
-    // Non-blocking accept, so the accept thread can notice shutdown.
-    listener
-        .set_nonblocking(true)
-        .map_err(|source| AdminError::Bind {
-            addr: cfg.bind,
-            source,
-        })?;
-
-    let workers = cfg.workers;
-    let max_connections = cfg.max_connections;
-    let auth = cfg.token.is_some();
+    };
+    // Bound here, outside the runtime, so that a bind error is this call's error.
+    let listener = std::net::TcpListener::bind(cfg.bind).map_err(bind_err)?;
+    let local_addr = listener.local_addr().map_err(bind_err)?;
+    listener.set_nonblocking(true).map_err(bind_err)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .max_blocking_threads(cfg.workers + PROBE_SLOTS)
+        .thread_name("stoa-admin")
+        .enable_io()
+        .enable_time()
+        .build()
+        .map_err(AdminError::Spawn)?;
+    let listener = {
+        let _in_runtime = runtime.enter();
+        tokio::net::TcpListener::from_std(listener).map_err(bind_err)?
+    };
+    let (auth, workers, max_connections) = (cfg.token.is_some(), cfg.workers, cfg.max_connections);
     let shared = Arc::new(Shared {
         state,
+        api_slots: Semaphore::new(cfg.workers),
+        probe_slots: Semaphore::new(PROBE_SLOTS),
         cfg,
-        stop: AtomicBool::new(false),
-        active: AtomicUsize::new(0),
-        queued: AtomicUsize::new(0),
+        conns: Mutex::default(),
+        started: Instant::now(),
     });
-    let (tx, rx) = mpsc::sync_channel::<Conn>(max_connections);
-    let rx = Arc::new(Mutex::new(rx));
-
-    let mut handle = AdminHandle {
-        local_addr,
-        shared: Arc::clone(&shared),
-        threads: Vec::with_capacity(workers + 1),
-    };
-    for i in 0..workers {
-        let shared = Arc::clone(&shared);
-        let rx = Arc::clone(&rx);
-        let t = std::thread::Builder::new()
-            .name(format!("stoa-admin-{i}"))
-            .spawn(move || worker_loop(&shared, &rx))
-            .map_err(AdminError::Spawn)?; // `handle` drop stops the spawned ones
-        handle.threads.push(t);
-    }
-    let accept_shared = Arc::clone(&shared);
-    let t = std::thread::Builder::new()
-        .name("stoa-admin-accept".into())
-        .spawn(move || accept_loop(&accept_shared, &listener, tx))
-        .map_err(AdminError::Spawn)?;
-    handle.threads.push(t);
+    runtime.spawn(accept_loop(shared, listener));
     tracing::info!(
         addr = %local_addr,
         auth,
@@ -368,68 +443,187 @@ pub fn start(cfg: AdminConfig, state: Arc<dyn AdminState>) -> Result<AdminHandle
         max_connections,
         "admin server listening"
     );
-    Ok(handle)
+    Ok(AdminHandle {
+        local_addr,
+        runtime: Some(runtime),
+    })
 }
 
-fn accept_loop(shared: &Arc<Shared>, listener: &TcpListener, tx: mpsc::SyncSender<Conn>) {
-    let max = shared.cfg.max_connections;
-    while !shared.stop.load(Ordering::Acquire) {
-        match listener.accept() {
-            Ok((stream, peer)) => {
-                // Only this thread increments `active`, so check-then-add is exact.
-                if shared.active.load(Ordering::Acquire) >= max {
-                    tracing::warn!(%peer, max_connections = max, "admin server: connection limit reached, refusing");
-                    http::refuse_busy(stream);
-                    continue;
-                }
-                shared.active.fetch_add(1, Ordering::AcqRel);
-                let slot = ConnSlot(Arc::clone(shared));
-                shared.queued.fetch_add(1, Ordering::AcqRel);
-                match tx.try_send((stream, peer, slot)) {
-                    Ok(()) => {}
-                    Err(TrySendError::Full((stream, peer, _slot))) => {
-                        shared.queued.fetch_sub(1, Ordering::AcqRel);
-                        tracing::warn!(%peer, "admin server: queue full, refusing");
-                        http::refuse_busy(stream);
-                    }
-                    Err(TrySendError::Disconnected(_)) => {
-                        shared.queued.fetch_sub(1, Ordering::AcqRel);
-                        break;
-                    }
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::sleep(POLL / 2),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+async fn accept_loop(shared: Arc<Shared>, listener: tokio::net::TcpListener) {
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(shared.cfg.read_timeout)
+        .max_buf_size(shared.cfg.max_head_bytes)
+        .max_headers(MAX_HEADERS)
+        .keep_alive(true);
+    let builder = Arc::new(builder);
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(c) => c,
             Err(e) => {
                 // E.g. EMFILE: back off rather than spin.
                 tracing::warn!(error = %e, "admin server: accept failed");
-                std::thread::sleep(POLL);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
             }
-        }
+        };
+        let _ = stream.set_nodelay(true);
+        let Some((id, slot)) = shared.admit() else {
+            tracing::warn!(%peer, max_connections = shared.cfg.max_connections, "admin server: every connection is executing a state call, refusing");
+            tokio::spawn(refuse_busy(stream));
+            continue;
+        };
+        tokio::spawn(serve(
+            shared.clone(),
+            builder.clone(),
+            stream,
+            peer,
+            id,
+            slot,
+        ));
     }
-    // Dropping `tx` (and the listener) lets the workers finish.
 }
 
-fn worker_loop(shared: &Arc<Shared>, rx: &Mutex<mpsc::Receiver<Conn>>) {
-    loop {
-        let next = {
-            let rx = rx.lock().unwrap_or_else(|e| e.into_inner());
-            rx.recv_timeout(POLL)
-        };
-        match next {
-            Ok((stream, peer, slot)) => {
-                shared.queued.fetch_sub(1, Ordering::AcqRel);
-                if !shared.stop.load(Ordering::Acquire) {
-                    http::serve_connection(shared, stream, peer);
-                }
-                drop(slot);
+/// Drives one connection until it ends, times out or is evicted.
+async fn serve(
+    shared: Arc<Shared>,
+    builder: Arc<hyper::server::conn::http1::Builder>,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    id: u64,
+    slot: Arc<ConnSlot>,
+) {
+    let svc = {
+        let (shared, slot) = (shared.clone(), slot.clone());
+        hyper::service::service_fn(move |req| {
+            let (shared, slot) = (shared.clone(), slot.clone());
+            async move {
+                Ok::<_, std::convert::Infallible>(http::handle(&shared, &slot, peer, req).await)
             }
-            Err(RecvTimeoutError::Timeout) => {
-                if shared.stop.load(Ordering::Acquire) {
-                    break;
-                }
+        })
+    };
+    let io = WriteDeadline {
+        io: TokioIo::new(stream),
+        limit: shared.cfg.write_timeout,
+        stalled: None,
+    };
+    let conn = builder.serve_connection(io, svc);
+    tokio::pin!(conn);
+    tokio::select! {
+        res = conn.as_mut() => {
+            if let Err(e) = res {
+                tracing::debug!(%peer, error = %e, "admin server: connection ended with an error");
             }
-            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        () = slot.evict.notified() => {
+            if slot.busy.load(Ordering::Acquire) {
+                // Picked just as a request came in: finish it, then close.
+                conn.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout(shared.cfg.read_timeout, conn.as_mut()).await;
+            }
         }
     }
+    shared.release(id);
+}
+
+/// A connection's socket whose writes fail once they have made no progress
+/// for `limit`: hyper has no write timeout, and a client that never reads
+/// would otherwise keep its response (and its slot) forever.
+struct WriteDeadline {
+    io: TokioIo<tokio::net::TcpStream>,
+    limit: Duration,
+    /// Running while writes are pending.
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl WriteDeadline {
+    fn check(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        if r.is_ready() {
+            self.stalled = None;
+            return r;
+        }
+        let limit = self.limit;
+        let timer = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client did not read the response",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl hyper::rt::Read for WriteDeadline {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl hyper::rt::Write for WriteDeadline {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.io).poll_write(cx, buf);
+        this.check(cx, r)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        this.check(cx, r)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+/// Answers `503` to a connection when every slot is executing a request.
+async fn refuse_busy(mut stream: tokio::net::TcpStream) {
+    const BODY: &str = "too many connections\n";
+    let resp = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n\
+         Content-Length: {}\r\nCache-Control: no-store\r\nRetry-After: 1\r\nConnection: close\r\n\r\n{BODY}",
+        BODY.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_millis(500), async {
+        let _ = stream.write_all(resp.as_bytes()).await;
+        let _ = stream.shutdown().await;
+        // Unread request bytes at close would reset the connection, possibly
+        // before the client reads the answer: drain until it closes.
+        let mut sink = [0u8; 4096];
+        while let Ok(n) = stream.read(&mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
 }

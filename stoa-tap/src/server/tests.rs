@@ -2,11 +2,16 @@
 
 use super::*;
 use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::time::Instant;
+
+/// Size of the `big` response: more than the socket buffers hold.
+const BIG: usize = 64 << 20;
 
 struct Fake {
     healthy: AtomicBool,
     ready: AtomicBool,
+    detail: Mutex<Option<String>>,
 }
 
 impl AdminState for Fake {
@@ -18,6 +23,9 @@ impl AdminState for Fake {
     }
     fn ready(&self) -> bool {
         self.ready.load(Ordering::Relaxed)
+    }
+    fn ready_detail(&self) -> Option<String> {
+        self.detail.lock().unwrap().clone()
     }
     fn api(&self, path: &str) -> Option<ApiResponse> {
         match path {
@@ -31,6 +39,11 @@ impl AdminState for Fake {
             )),
             "" => Some(ApiResponse::json(200, b"[\"summary\"]".to_vec())),
             "boom" => panic!("state panicked"),
+            "big" => Some(ApiResponse::json(200, vec![b' '; BIG])),
+            "slow" => {
+                std::thread::sleep(Duration::from_millis(1000));
+                Some(ApiResponse::json(200, b"{}".to_vec()))
+            }
             "teapot" => Some(ApiResponse::json(204, Vec::new())),
             _ => None,
         }
@@ -47,6 +60,7 @@ fn fake() -> Arc<Fake> {
     Arc::new(Fake {
         healthy: AtomicBool::new(true),
         ready: AtomicBool::new(true),
+        detail: Mutex::new(None),
     })
 }
 
@@ -182,9 +196,18 @@ fn server_health_and_ready() {
     let a = h.local_addr();
     let r = get(a, "/healthz", "");
     assert_eq!((r.status, r.text()), (200, "ok\n"));
-    assert_eq!(get(a, "/readyz", "").status, 200);
+    let r = get(a, "/readyz", "");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v, serde_json::json!({"status": "ready", "notes": []}));
     st.ready.store(false, Ordering::Relaxed);
-    assert_eq!(get(a, "/readyz", "").status, 503);
+    *st.detail.lock().unwrap() = Some("source 0 is down".into());
+    let r = get(a, "/readyz", "");
+    assert_eq!(r.status, 503);
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["status"], "not ready");
+    assert_eq!(v["notes"], serde_json::json!(["source 0 is down"]));
     assert_eq!(get(a, "/healthz", "").status, 200);
     st.healthy.store(false, Ordering::Relaxed);
     let r = get(a, "/healthz", "");
@@ -488,10 +511,9 @@ fn server_keep_alive_two_requests_and_close_honoured() {
 }
 
 #[test]
-fn server_connection_limit() {
+fn server_connection_limit_evicts_the_longest_idle() {
     let cfg = AdminConfig {
         max_connections: 2,
-        workers: 2,
         ..local()
     };
     let (h, _) = serve(cfg);
@@ -504,44 +526,184 @@ fn server_connection_limit() {
         assert_eq!(read_resp(&mut s, &mut Vec::new(), false).status, 200);
         held.push(s);
     }
+    // At the limit, a new connection is served and the connection idle the
+    // longest (the first) is closed to make room.
+    let r = get(a, "/healthz", "");
+    assert_eq!(r.status, 200);
+    assert!(
+        closed(&mut held[0]),
+        "the oldest idle connection was closed"
+    );
+    held[1]
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_resp(&mut held[1], &mut Vec::new(), false).status, 200);
+}
+
+#[test]
+fn server_connection_limit_503_when_every_slot_is_executing() {
+    let cfg = AdminConfig {
+        max_connections: 2,
+        ..local()
+    };
+    let (h, _) = serve(cfg);
+    let a = h.local_addr();
+    let slow: Vec<_> = (0..2)
+        .map(|_| std::thread::spawn(move || get(a, "/api/v1/slow", "").status))
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let t = Instant::now();
     let mut s = connect(a);
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .unwrap();
     let r = read_resp(&mut s, &mut Vec::new(), false);
     assert_eq!(r.status, 503);
     assert_eq!(r.header("retry-after"), Some("1"));
+    assert!(
+        t.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        t.elapsed()
+    );
     assert!(closed(&mut s));
-    // Freeing one slot lets a new connection in.
-    drop(held.pop());
-    let deadline = Instant::now() + Duration::from_secs(3);
-    loop {
-        let r = get(a, "/healthz", "");
-        if r.status == 200 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "slot never freed");
-        std::thread::sleep(Duration::from_millis(20));
+    for t in slow {
+        assert_eq!(t.join().unwrap(), 200, "requests in progress finish");
     }
+    assert_eq!(get(a, "/healthz", "").status, 200);
+}
+
+/// 40 silent connections and 20 that trickle a head byte by byte, against a
+/// limit of 32: `/healthz` and `/metrics` still answer at once, and the
+/// trickling ones are cut at the head deadline.
+#[test]
+fn server_idle_and_slowloris_clients_do_not_starve_probes() {
+    let cfg = AdminConfig {
+        read_timeout: Duration::from_secs(2),
+        ..local()
+    };
+    let (h, _) = serve(cfg);
+    let a = h.local_addr();
+    let mut idle: Vec<TcpStream> = (0..40).map(|_| connect(a)).collect();
+    let mut slow: Vec<TcpStream> = (0..20).map(|_| connect(a)).collect();
+    for s in &mut slow {
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHo").unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    for path in ["/healthz", "/metrics", "/healthz", "/readyz"] {
+        let t = Instant::now();
+        let r = get(a, path, "");
+        assert_eq!(r.status, 200, "{path}");
+        assert!(
+            t.elapsed() < Duration::from_millis(100),
+            "{path} took {:?}",
+            t.elapsed()
+        );
+    }
+    // The trickling clients never complete a head: closed after the deadline.
+    let t = Instant::now();
+    for s in &mut slow {
+        let _ = s.write_all(b"s");
+        assert!(closed(s));
+    }
+    assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
+    idle.clear();
+}
+
+/// Slow API views occupying every API permit and queueing behind it do not
+/// hold up the probes: `/healthz` is answered without a state call, `/metrics`
+/// and `/readyz` have their own permits, and at the connection limit a
+/// request still waiting for a permit makes room.
+#[test]
+fn server_probes_answer_while_the_api_is_saturated() {
+    let cfg = AdminConfig {
+        workers: 1,
+        max_connections: 6,
+        ..local()
+    };
+    let (h, _) = serve(cfg);
+    let a = h.local_addr();
+    let views: Vec<_> = (0..9)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut s = connect(a);
+                s.write_all(
+                    b"GET /api/v1/slow HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+                )
+                .ok()?;
+                let mut buf = Vec::new();
+                s.read_to_end(&mut buf).ok()?;
+                buf.get(9..12).map(|c| c.to_vec())
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    for path in ["/healthz", "/metrics", "/readyz", "/healthz"] {
+        let t = Instant::now();
+        assert_eq!(get(a, path, "").status, 200, "{path}");
+        assert!(
+            t.elapsed() < Duration::from_millis(100),
+            "{path} took {:?}",
+            t.elapsed()
+        );
+    }
+    let answered = views
+        .into_iter()
+        .filter_map(|t| t.join().unwrap())
+        .filter(|status| status == b"200")
+        .count();
+    assert!(answered >= 1, "the view holding the permit finished");
+}
+
+/// A client that asks for a large response and does not read it is cut off
+/// once the write stalls for `write_timeout`.
+#[test]
+fn server_client_that_does_not_read_is_cut_off() {
+    let cfg = AdminConfig {
+        write_timeout: Duration::from_millis(300),
+        ..local()
+    };
+    let (h, _) = serve(cfg);
+    let mut s = connect(h.local_addr());
+    s.write_all(b"GET /api/v1/big HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut got = 0usize;
+    let mut chunk = vec![0u8; 1 << 16];
+    loop {
+        match s.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n,
+        }
+    }
+    assert!(got > 0 && got < BIG, "read {got} bytes of {BIG}");
+    // The server goes on.
+    assert_eq!(get(h.local_addr(), "/healthz", "").status, 200);
 }
 
 #[test]
 fn server_slow_and_idle_clients_timed_out() {
     let cfg = AdminConfig {
         read_timeout: Duration::from_millis(300),
-        keep_alive_timeout: Duration::from_millis(300),
         ..local()
     };
     let (h, _) = serve(cfg);
-    // A head that never completes: 408 then close.
+    // A head that never completes: closed at the deadline.
     let mut s = connect(h.local_addr());
     let t = Instant::now();
     s.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n")
         .unwrap();
-    let r = read_resp(&mut s, &mut Vec::new(), false);
-    assert_eq!(r.status, 408);
     assert!(closed(&mut s));
     assert!(t.elapsed() < Duration::from_secs(3));
     // A connection that sends nothing is closed silently.
     let mut s = connect(h.local_addr());
     assert!(closed(&mut s));
+    // So is one idle after a keep-alive response.
+    let mut s = connect(h.local_addr());
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_resp(&mut s, &mut Vec::new(), false).status, 200);
+    let t = Instant::now();
+    assert!(closed(&mut s));
+    assert!(t.elapsed() < Duration::from_secs(3));
 }
 
 #[test]
