@@ -219,7 +219,7 @@ fn serves_summary_metrics_and_documents() {
         "stoa_tap_operation_latency_seconds_bucket{api=\"northwind-v1\",method=\"GET\",template=\"/api/v1/users/{userId}\",le=\"+Inf\"}",
         "stoa_tap_tcp_gaps_total 0",
         "stoa_tap_worker_queue_depth{worker=\"1\"}",
-        "stoa_tap_aggregator_queue_depth",
+        "stoa_tap_learn_pending_exchanges",
     ] {
         assert!(metrics.contains(needle), "metrics lack {needle}");
     }

@@ -354,7 +354,8 @@ fn full_queue_drops_batches_and_counts_them() {
     assert!(st.kernel_received >= st.frames, "{st:?}");
     let first = rx.try_recv().expect("one batch queued");
     assert_eq!(first.len(), 1);
-    assert!(first[0].ts_ns > 1_600_000_000_000_000_000);
+    let frame = first.get(0).expect("the batch's frame");
+    assert!(frame.ts_ns > 1_600_000_000_000_000_000);
 }
 
 #[test]
@@ -447,18 +448,13 @@ fn several_interfaces_at_once_with_their_own_linktypes() {
     };
     let mut engines = [engine(), engine()];
     while let Ok(batch) = rx.try_recv() {
-        for f in batch {
+        for f in batch.iter() {
             let e = match f.linktype {
                 1 => &mut engines[0],
                 113 => &mut engines[1],
                 other => panic!("unexpected linktype {other}"),
             };
-            e.packet(&stoa_tap::source::pcap_file::Packet {
-                ts_ns: f.ts_ns,
-                linktype: f.linktype,
-                data: &f.data,
-                orig_len: f.orig_len,
-            });
+            e.packet(&f);
         }
     }
     for e in &mut engines {

@@ -17,7 +17,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use stoa_tap::pipeline::{Engine, EngineConfig};
 use stoa_tap::source::live::{self, LiveConfig};
-use stoa_tap::source::pcap_file::Packet;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -141,15 +140,8 @@ fn main() {
     let _ = out.flush();
 
     let mut engine = Engine::new(EngineConfig::default());
-    let feed = |engine: &mut Engine, batch: Vec<stoa_tap::source::OwnedFrame>| {
-        for f in &batch {
-            engine.packet(&Packet {
-                ts_ns: f.ts_ns,
-                linktype: f.linktype,
-                data: &f.data,
-                orig_len: f.orig_len,
-            });
-        }
+    let feed = |engine: &mut Engine, batch: stoa_tap::source::FrameBatch| {
+        batch.iter().for_each(|p| engine.packet(&p));
     };
     let print = |engine: &mut Engine, out: &mut dyn Write, print: bool| {
         for ex in engine.take_exchanges() {

@@ -260,6 +260,20 @@ impl Engine {
         self.ctx.out.drain(..).inspect(move |ex| stats.record(ex))
     }
 
+    /// Moves the exchanges completed so far to the end of `dst`, counting
+    /// them; when `dst` is empty the two vectors are swapped, so no exchange
+    /// is copied.
+    pub fn take_exchanges_into(&mut self, dst: &mut Vec<Exchange>) {
+        for ex in &self.ctx.out {
+            self.exchanges.record(ex);
+        }
+        if dst.is_empty() {
+            std::mem::swap(dst, &mut self.ctx.out);
+        } else {
+            dst.append(&mut self.ctx.out);
+        }
+    }
+
     /// True if exchanges are waiting to be taken.
     pub fn has_exchanges(&self) -> bool {
         !self.ctx.out.is_empty()

@@ -3,13 +3,18 @@
 //! ```text
 //! sources ──frames / relay events──> dispatcher ──(symmetric flow hash)──> worker 1..N
 //!   pcap live | tproxy relay | file replay          each owns an Engine: no locks
-//!                                                            │ exchange batches
+//!   ebpf probe                                               │ its exchanges, in place
 //!                                                            v
-//!                                  aggregator (Observations) ──> admin API, metrics, saves
+//!                           Observations (one RwLock) ──> admin API, metrics, saves
 //! ```
 //! Every queue is bounded; when one is full the work is dropped and counted by
 //! reason, never waited for (file replays excepted, which have no traffic to
-//! slow down).
+//! slow down). Each worker learns its own exchanges under the observations'
+//! write lock, taken with `try_write` per batch: when a reader or another
+//! worker holds it, the worker keeps its exchanges (up to `exchange_queue` x
+//! 64) and goes on capturing. No exchange crosses a thread, and nothing
+//! wakes an extra thread per batch: a separate learning thread cost a third of
+//! the workers' time in hand-over (`tests/bench/daemon_ab.sh`).
 
 pub mod config;
 pub mod notify;
@@ -23,7 +28,7 @@ use crate::pipeline::{Engine, EngineConfig};
 use crate::source::ebpf::{ProbeBatch, SegmentHead};
 use crate::source::pcap_file::{Capture, Packet};
 use crate::source::tproxy::TapReceiver;
-use crate::source::{now_ns, OwnedFrame, TapEvent};
+use crate::source::{now_ns, FrameBatch, TapEvent};
 use crate::tcp::ServerPorts;
 use config::{RunConfig, SourceConfig};
 use contracts::{Exchange, InferenceConfig, Observations, TemplateHint};
@@ -64,7 +69,9 @@ pub enum DaemonError {
 
 /// Work handed to one worker.
 enum Work {
-    Frames(Vec<OwnedFrame>),
+    /// A batch of frames, shared like [`Work::Segments`]: `None` takes all
+    /// of them, `Some` the listed ones.
+    Frames(Arc<FrameBatch>, Option<Vec<u32>>),
     Events(Vec<TapEvent>),
     /// A batch from the probe, shared by the workers: `None` takes all of
     /// its segments, `Some` the listed ones (this worker's connections), so
@@ -100,8 +107,8 @@ fn shard_of_pair(src: SocketAddr, dst: SocketAddr, workers: usize) -> usize {
 }
 
 /// The worker of a frame's connection.
-fn shard_of(frame: &OwnedFrame, workers: usize) -> usize {
-    match decode_tcp(frame.linktype, &frame.data) {
+fn shard_of(frame: &Packet<'_>, workers: usize) -> usize {
+    match decode_tcp(frame.linktype, frame.data) {
         Ok(seg) => shard_of_pair(seg.src, seg.dst, workers),
         // Undecodable frames are counted by worker 0.
         Err(_) => 0,
@@ -141,23 +148,44 @@ fn hand(
     }
 }
 
-/// Splits frame batches over the workers.
+/// Splits frame batches over the workers. With one worker the batch goes
+/// as it is: no frame is decoded twice.
 fn dispatch_frames(
-    rx: Receiver<Vec<OwnedFrame>>,
+    rx: Receiver<FrameBatch>,
     workers: Vec<SyncSender<Work>>,
     lossless: bool,
     shared: Arc<Shared>,
 ) {
     let n = workers.len();
     for batch in rx {
-        let mut per: Vec<Vec<OwnedFrame>> = (0..n).map(|_| Vec::new()).collect();
-        for f in batch {
-            per[shard_of(&f, n)].push(f);
+        let items = batch.len() as u64;
+        if n == 1 {
+            hand(
+                &workers,
+                0,
+                Work::Frames(Arc::new(batch), None),
+                lossless,
+                &shared,
+                items,
+            );
+            continue;
         }
-        for (i, frames) in per.into_iter().enumerate() {
-            if !frames.is_empty() {
-                let items = frames.len() as u64;
-                hand(&workers, i, Work::Frames(frames), lossless, &shared, items);
+        let mut picks: Vec<Vec<u32>> = (0..n).map(|_| Vec::new()).collect();
+        for (i, f) in batch.iter().enumerate() {
+            picks[shard_of(&f, n)].push(i as u32);
+        }
+        let batch = Arc::new(batch);
+        for (i, p) in picks.into_iter().enumerate() {
+            if !p.is_empty() {
+                let items = p.len() as u64;
+                hand(
+                    &workers,
+                    i,
+                    Work::Frames(batch.clone(), Some(p)),
+                    lossless,
+                    &shared,
+                    items,
+                );
             }
         }
     }
@@ -199,24 +227,40 @@ fn dispatch_events(mut rx: TapReceiver, workers: Vec<SyncSender<Work>>, shared: 
     }
 }
 
-fn send_exchanges(
-    tx: &SyncSender<Vec<Exchange>>,
-    batch: Vec<Exchange>,
-    shared: &Shared,
-    block: bool,
-) {
-    let n = batch.len() as u64;
-    if block {
-        match tx.send(batch) {
-            Ok(()) => shared.aggregator_queued(1),
-            Err(_) => shared.drop_exchanges("aggregator_stopped", n),
+/// Exchanges a worker holds, waiting for the observations' lock, per batch
+/// of `exchange_queue`: past that it waits for the lock (and its own queue
+/// takes the backlog, counted as usual if it overflows).
+const PENDING_PER_BATCH: usize = 64;
+
+/// A worker's exchanges on their way into the observations.
+struct Learner {
+    pending: Vec<Exchange>,
+    bound: usize,
+}
+
+impl Learner {
+    fn new(exchange_queue: usize) -> Self {
+        Learner {
+            pending: Vec::new(),
+            bound: exchange_queue.saturating_mul(PENDING_PER_BATCH).max(1),
         }
-        return;
     }
-    match tx.try_send(batch) {
-        Ok(()) => shared.aggregator_queued(1),
-        Err(TrySendError::Full(_)) => shared.drop_exchanges("aggregator_queue_full", n),
-        Err(TrySendError::Disconnected(_)) => shared.drop_exchanges("aggregator_stopped", n),
+
+    /// Takes the engine's exchanges and learns everything held, unless the
+    /// lock is busy and the bound not reached (or `wait`).
+    fn learn(&mut self, engine: &mut Engine, shared: &Shared, wait: bool) {
+        let before = self.pending.len();
+        engine.take_exchanges_into(&mut self.pending);
+        if self.pending.is_empty() {
+            return;
+        }
+        let wait = wait || self.pending.len() >= self.bound;
+        if shared.learn(&mut self.pending, wait) {
+            shared.learn_pending(-(before as i64));
+            shared.offer_snapshot();
+        } else {
+            shared.learn_pending((self.pending.len() - before) as i64);
+        }
     }
 }
 
@@ -225,10 +269,11 @@ fn worker(
     index: usize,
     cfg: EngineConfig,
     rx: Receiver<Work>,
-    agg: SyncSender<Vec<Exchange>>,
+    exchange_queue: usize,
     shared: Arc<Shared>,
 ) {
     let mut engine = Engine::new(cfg);
+    let mut learner = Learner::new(exchange_queue);
     let mut last_publish = Instant::now();
     loop {
         let work = match rx.recv_timeout(Duration::from_millis(250)) {
@@ -240,16 +285,13 @@ fn worker(
             Err(RecvTimeoutError::Disconnected) => break,
         };
         match work {
-            Some(Work::Frames(frames)) => {
-                for f in &frames {
-                    engine.packet(&Packet {
-                        ts_ns: f.ts_ns,
-                        linktype: f.linktype,
-                        data: &f.data,
-                        orig_len: f.orig_len,
-                    });
-                }
-            }
+            Some(Work::Frames(batch, picks)) => match picks {
+                None => batch.iter().for_each(|p| engine.packet(&p)),
+                Some(picks) => picks
+                    .iter()
+                    .filter_map(|&i| batch.get(i as usize))
+                    .for_each(|p| engine.packet(&p)),
+            },
             Some(Work::Events(evs)) => {
                 for ev in evs {
                     engine.tap_event(ev);
@@ -270,43 +312,25 @@ fn worker(
             Some(Work::Ports(p)) => engine.set_ports(p),
             None => {}
         }
-        if engine.has_exchanges() {
-            let batch: Vec<Exchange> = engine.take_exchanges().collect();
-            send_exchanges(&agg, batch, &shared, false);
-        }
+        learner.learn(&mut engine, &shared, false);
         if last_publish.elapsed() >= Duration::from_secs(1) {
             // Live traffic: idle connections expire on the wall clock.
             engine.tick(now_ns());
-            if engine.has_exchanges() {
-                let batch: Vec<Exchange> = engine.take_exchanges().collect();
-                send_exchanges(&agg, batch, &shared, false);
-            }
+            learner.learn(&mut engine, &shared, false);
             shared.publish_worker(index, &engine);
             last_publish = Instant::now();
         }
     }
-    // Draining: everything still open is flushed and delivered.
+    // Draining: everything still open is flushed and learned.
     engine.finish();
-    let batch: Vec<Exchange> = engine.take_exchanges().collect();
-    if !batch.is_empty() {
-        send_exchanges(&agg, batch, &shared, true);
-    }
+    learner.learn(&mut engine, &shared, true);
     shared.publish_worker(index, &engine);
-}
-
-/// The aggregator: the only writer of the observations.
-fn aggregator(rx: Receiver<Vec<Exchange>>, shared: Arc<Shared>) {
-    for batch in rx {
-        shared.aggregator_queued(-1);
-        shared.observe(&batch);
-        shared.offer_snapshot();
-    }
 }
 
 /// Replays a capture file as fast as the pipeline takes it.
 fn file_source(
     path: PathBuf,
-    tx: SyncSender<Vec<OwnedFrame>>,
+    tx: SyncSender<FrameBatch>,
     stop: Arc<AtomicBool>,
     shared: Arc<Shared>,
     health: Arc<Mutex<SourceHealth>>,
@@ -327,18 +351,15 @@ fn file_source(
         }
     };
     let mut error = None;
-    let mut batch = Vec::with_capacity(256);
+    let mut batch = FrameBatch::default();
     while !stop.load(Ordering::Relaxed) {
-        match cap.next_with(|p| OwnedFrame {
-            ts_ns: p.ts_ns,
-            linktype: p.linktype,
-            orig_len: p.orig_len,
-            data: p.data.to_vec(),
-        }) {
-            Ok(Some(f)) => {
-                batch.push(f);
-                if batch.len() >= 256 && tx.send(std::mem::take(&mut batch)).is_err() {
-                    return;
+        match cap.next_with(|p| batch.push(&p)) {
+            Ok(Some(())) => {
+                if batch.len() >= 256 {
+                    let next = FrameBatch::with_capacity(256, batch.bytes());
+                    if tx.send(std::mem::replace(&mut batch, next)).is_err() {
+                        return;
+                    }
                 }
             }
             Ok(None) => break,
@@ -384,7 +405,6 @@ pub struct Daemon {
     worker_tx: Vec<SyncSender<Work>>,
     /// Sources that filter by port themselves (the eBPF probe).
     port_updaters: Vec<PortUpdater>,
-    aggregator: Option<std::thread::JoinHandle<()>>,
     saver: Option<std::thread::JoinHandle<()>>,
     admin: Option<Box<dyn FnOnce() + Send>>,
     publisher: Option<crate::publish::Publisher>,
@@ -392,7 +412,7 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Starts sources, workers, aggregator, saver and admin server.
+    /// Starts sources, workers, saver and admin server.
     pub fn start(cfg: RunConfig) -> Result<Daemon, DaemonError> {
         cfg.validate()?;
         let infer = inference_config(&cfg)?;
@@ -410,28 +430,19 @@ impl Daemon {
         engine_cfg.tcp.memory_cap = (cfg.memory_cap_mb << 20) / n;
         engine_cfg.tcp.max_flows = (cfg.max_flows / n).max(1);
 
-        let (agg_tx, agg_rx) = mpsc::sync_channel::<Vec<Exchange>>(cfg.exchange_queue);
-        let aggregator = {
-            let shared = shared.clone();
-            std::thread::Builder::new()
-                .name("stoa-aggregator".into())
-                .spawn(move || aggregator(agg_rx, shared))
-                .map_err(|e| DaemonError::Admin(e.to_string()))?
-        };
         let mut worker_tx = Vec::new();
         let mut workers = Vec::new();
         for i in 0..n {
             let (tx, rx) = mpsc::sync_channel::<Work>(cfg.worker_queue);
             worker_tx.push(tx);
-            let (shared, agg, ecfg) = (shared.clone(), agg_tx.clone(), engine_cfg.clone());
+            let (shared, ecfg, xq) = (shared.clone(), engine_cfg.clone(), cfg.exchange_queue);
             workers.push(
                 std::thread::Builder::new()
                     .name(format!("stoa-worker-{i}"))
-                    .spawn(move || worker(i, ecfg, rx, agg, shared))
+                    .spawn(move || worker(i, ecfg, rx, xq, shared))
                     .map_err(|e| DaemonError::Admin(e.to_string()))?,
             );
         }
-        drop(agg_tx);
 
         // The publisher starts before the sources: setting up its TLS client
         // (root certificates, the HTTP runtime) never competes with capture.
@@ -456,7 +467,7 @@ impl Daemon {
         for (index, src) in cfg.sources.iter().enumerate() {
             match src {
                 SourceConfig::File { path } => {
-                    let (tx, rx) = mpsc::sync_channel::<Vec<OwnedFrame>>(64);
+                    let (tx, rx) = mpsc::sync_channel::<FrameBatch>(64);
                     let (w, s) = (worker_tx.clone(), shared.clone());
                     dispatchers.push(std::thread::spawn(move || dispatch_frames(rx, w, true, s)));
                     let health = Arc::new(Mutex::new(SourceHealth::Up));
@@ -507,7 +518,6 @@ impl Daemon {
             workers,
             worker_tx,
             port_updaters,
-            aggregator: Some(aggregator),
             saver: Some(saver),
             admin: Some(admin),
             publisher,
@@ -566,9 +576,6 @@ impl Daemon {
         self.worker_tx.clear();
         for w in self.workers.drain(..) {
             let _ = w.join();
-        }
-        if let Some(a) = self.aggregator.take() {
-            let _ = a.join();
         }
         self.shared.stop_saving();
         if let Some(s) = self.saver.take() {

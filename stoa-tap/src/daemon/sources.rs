@@ -10,7 +10,7 @@ use crate::metrics::MetricsText;
 use crate::source::ebpf::{self, ProbeBatch, ProbeConfig, ProbeHandle};
 use crate::source::live::{self, LiveConfig, LiveHandle};
 use crate::source::tproxy::{self, RelayHandle, TproxyConfig, TproxyStats};
-use crate::source::OwnedFrame;
+use crate::source::FrameBatch;
 use std::sync::mpsc::{self, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -41,7 +41,7 @@ pub(super) fn start(
                 buffer_bytes: i32::try_from(u64::from(*buffer_mb) << 20).unwrap_or(i32::MAX),
                 ..LiveConfig::default()
             };
-            let (tx, rx) = mpsc::sync_channel::<Vec<OwnedFrame>>(SOURCE_QUEUE);
+            let (tx, rx) = mpsc::sync_channel::<FrameBatch>(SOURCE_QUEUE);
             let handle = live::start(live_cfg, tx).map_err(|e| DaemonError::Source {
                 index,
                 kind: "pcap",

@@ -551,7 +551,7 @@ impl Worker {
     fn run(&mut self, stop: mpsc::Receiver<()>) {
         // Building the model and the drafts is background work: the lowest
         // CPU priority leaves the capture threads first in line. (It holds
-        // no lock the capture path needs: copies come from the aggregator.)
+        // no lock the capture path needs: copies come from the workers.)
         if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 19) {
             tracing::debug!(error = %e, "publisher thread priority unchanged");
         }
@@ -565,7 +565,7 @@ impl Worker {
             let hb_due = self.client.is_some() && now >= next_hb;
             if docs_due || hb_due {
                 // One copy of the observations per round, whatever is due:
-                // the copy is taken under the aggregator's read lock.
+                // the copy is taken by a worker, between two batches.
                 if let Some(snap) = (self.snapshot)() {
                     let built = build(&snap, &self.tenant);
                     drop(snap);

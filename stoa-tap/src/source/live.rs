@@ -5,7 +5,7 @@
 //! - Every interface gets its own [`pcap::Capture`] (TPACKET_V3 ring, large
 //!   buffer, non-immediate by default) owned outright by its capture thread.
 //! - The thread reads with `pcap_dispatch`, which hands over everything the
-//!   ring holds and then returns; frames are copied into [`OwnedFrame`]s and
+//!   ring holds and then returns; frames are copied into a [`FrameBatch`] and
 //!   sent in batches of at most [`LiveConfig::batch`]. A partial batch is sent
 //!   as soon as the ring is drained, so nothing lingers when traffic stops.
 //! - The channel is never waited on: if it is full the batch is dropped and
@@ -30,7 +30,7 @@
 //! - Timestamps use nanosecond precision, which Linux supports for live
 //!   captures.
 
-use super::OwnedFrame;
+use super::FrameBatch;
 use pcap::{Active, BreakLoop, Capture, Precision};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError};
@@ -293,7 +293,7 @@ const STOP_WAIT: Duration = Duration::from_secs(2);
 ///
 /// All interfaces are opened (and their filters compiled) before any thread
 /// starts, so a bad interface or filter fails the whole call.
-pub fn start(cfg: LiveConfig, tx: SyncSender<Vec<OwnedFrame>>) -> Result<LiveHandle, LiveError> {
+pub fn start(cfg: LiveConfig, tx: SyncSender<FrameBatch>) -> Result<LiveHandle, LiveError> {
     if cfg.interfaces.is_empty() {
         return Err(LiveError::NoInterface);
     }
@@ -317,7 +317,7 @@ pub fn start(cfg: LiveConfig, tx: SyncSender<Vec<OwnedFrame>>) -> Result<LiveHan
             linktype,
             shared: Arc::clone(&shared),
             tx: tx.clone(),
-            batch: Vec::new(),
+            batch: FrameBatch::default(),
             batch_size: cfg.batch.max(1),
             connected: true,
         };
@@ -400,8 +400,8 @@ struct Reader {
     iface: String,
     linktype: u32,
     shared: Arc<Shared>,
-    tx: SyncSender<Vec<OwnedFrame>>,
-    batch: Vec<OwnedFrame>,
+    tx: SyncSender<FrameBatch>,
+    batch: FrameBatch,
     batch_size: usize,
     /// False once the pipeline's receiver is gone.
     connected: bool,
@@ -423,7 +423,9 @@ impl Reader {
         if self.batch.is_empty() || !self.connected {
             return;
         }
-        let full = std::mem::replace(&mut self.batch, Vec::with_capacity(self.batch_size));
+        // The next batch starts as large as this one ended.
+        let next = FrameBatch::with_capacity(self.batch_size, self.batch.bytes());
+        let full = std::mem::replace(&mut self.batch, next);
         let n = full.len() as u64;
         match self.tx.try_send(full) {
             Ok(()) => {
@@ -452,11 +454,11 @@ impl Reader {
                 .wrapping_add(h.ts.tv_usec as u64);
             frames += 1;
             bytes += pkt.data.len() as u64;
-            self.batch.push(OwnedFrame {
+            self.batch.push(&crate::source::pcap_file::Packet {
                 ts_ns,
                 linktype: self.linktype,
+                data: pkt.data,
                 orig_len: h.len,
-                data: pkt.data.to_vec(),
             });
             if self.batch.len() >= self.batch_size {
                 self.flush();

@@ -9,17 +9,75 @@ pub mod tproxy;
 use crate::flow::{Direction, EndKind};
 use contracts::FlowId;
 
-/// A frame captured live, owned so it can cross threads.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OwnedFrame {
-    /// Capture time, nanoseconds since the Unix epoch.
-    pub ts_ns: u64,
-    /// pcap LINKTYPE_* of the interface.
-    pub linktype: u32,
-    /// Length of the frame on the wire.
-    pub orig_len: u32,
-    /// Captured bytes.
-    pub data: Vec<u8>,
+/// Frames captured together, owned so they can cross threads: their bytes
+/// in one buffer, so a batch costs two allocations however many frames it
+/// holds (one per frame cost the capture thread more than reading them:
+/// fresh pages for every allocation, freed by another thread).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FrameBatch {
+    data: Vec<u8>,
+    heads: Vec<FrameHead>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FrameHead {
+    ts_ns: u64,
+    linktype: u32,
+    orig_len: u32,
+    range: (usize, usize),
+}
+
+impl FrameBatch {
+    /// An empty batch with room for `frames` frames of `bytes` bytes in all.
+    pub fn with_capacity(frames: usize, bytes: usize) -> Self {
+        FrameBatch {
+            data: Vec::with_capacity(bytes),
+            heads: Vec::with_capacity(frames),
+        }
+    }
+
+    /// Appends a copy of one frame.
+    pub fn push(&mut self, frame: &pcap_file::Packet<'_>) {
+        let start = self.data.len();
+        self.data.extend_from_slice(frame.data);
+        self.heads.push(FrameHead {
+            ts_ns: frame.ts_ns,
+            linktype: frame.linktype,
+            orig_len: frame.orig_len,
+            range: (start, self.data.len()),
+        });
+    }
+
+    /// Frames in the batch.
+    pub fn len(&self) -> usize {
+        self.heads.len()
+    }
+
+    /// Whether the batch holds no frame.
+    pub fn is_empty(&self) -> bool {
+        self.heads.is_empty()
+    }
+
+    /// Captured bytes of all frames.
+    pub fn bytes(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Frame `i`.
+    pub fn get(&self, i: usize) -> Option<pcap_file::Packet<'_>> {
+        let h = self.heads.get(i)?;
+        Some(pcap_file::Packet {
+            ts_ns: h.ts_ns,
+            linktype: h.linktype,
+            data: self.data.get(h.range.0..h.range.1)?,
+            orig_len: h.orig_len,
+        })
+    }
+
+    /// The frames in capture order.
+    pub fn iter(&self) -> impl Iterator<Item = pcap_file::Packet<'_>> + '_ {
+        (0..self.len()).filter_map(|i| self.get(i))
+    }
 }
 
 /// Identifier of one relayed connection, unique for the life of the process.
