@@ -540,6 +540,15 @@ fn check_v2_header(b: &[u8]) -> Result<Precision, HistogramError> {
     if high < 2 * low {
         return Err(bad("highest value below twice the lowest"));
     }
+    // Nine 0xFF bytes can hold the varint of i64::MIN, which the crate's
+    // decoder negates (an overflow panic in debug builds). No real count
+    // comes near: a run of 2^56 zeros or a count of 2^56 would be needed.
+    if b[V2_HEADER..]
+        .windows(9)
+        .any(|w| w.iter().all(|x| *x == 0xff))
+    {
+        return Err(bad("count out of range"));
+    }
     Ok(p)
 }
 
@@ -1034,6 +1043,27 @@ mod tests {
         }
     }
 
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        /// Any payload behind a valid header reads or fails: never a panic.
+        #[test]
+        fn random_payloads_never_panic(payload in proptest::collection::vec(any::<u8>(), 0..80)) {
+            let mut h = Histogram::latency();
+            h.record(2_000_000);
+            let good = h.encode_v2().expect("encode");
+            let mut bytes = good[..V2_HEADER].to_vec();
+            bytes.extend_from_slice(&payload);
+            let len = payload.len() as u32;
+            bytes[4..8].copy_from_slice(&len.to_be_bytes());
+            let doc = serde_json::json!({
+                "count": 1, "min": 1, "max": 5,
+                "hdr": base64::engine::general_purpose::STANDARD.encode(&bytes),
+            });
+            let _ = lat_from(&doc.to_string());
+        }
+    }
+
     /// The format-1 bucket index of `v` (as format 1 computed it).
     fn v1_index(bits: u8, v: u64) -> u32 {
         let bits = u32::from(bits);
@@ -1157,12 +1187,17 @@ mod tests {
         cookie[3] ^= 1;
         let mut digits = raw.clone();
         digits[15] = 5;
+        let mut minus = raw[..V2_HEADER].to_vec();
+        minus.extend_from_slice(&[0xff; 9]);
+        let len = (minus.len() - V2_HEADER) as u32;
+        minus[4..8].copy_from_slice(&len.to_be_bytes());
         let cases = [
             with(&|v| v["hdr"] = "***".into()),
             with(&|v| v["hdr"] = b64(&raw[..20]).into()),
             with(&|v| v["hdr"] = b64(&long_payload).into()),
             with(&|v| v["hdr"] = b64(&cookie).into()),
             with(&|v| v["hdr"] = b64(&digits).into()),
+            with(&|v| v["hdr"] = b64(&minus).into()),
             with(&|v| v["count"] = 2.into()),
             with(&|v| v["min"] = 5_000_000.into()),
             with(&|v| {
@@ -1181,6 +1216,72 @@ mod tests {
         s.record(10);
         assert!(lat_from(&json(&s)).is_err());
         assert!(lat_from(&json(&h)).is_ok());
+    }
+
+    #[test]
+    fn interval_log_reads_back_in_start_order_with_safe_tags() {
+        use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
+        use hdrhistogram::serialization::Deserializer;
+        let mut a = Histogram::latency();
+        let mut b = Histogram::latency();
+        for v in 1..=100u64 {
+            a.record(v * 10_000);
+        }
+        b.record(3_000_000);
+        let t0 = 1_700_000_000_000_000_000u64;
+        let intervals = [
+            LogInterval {
+                tag: "api:GET:/b, c".into(),
+                start_ns: t0 + 2_500_000_000,
+                end_ns: t0 + 2_500_000_000,
+                histogram: &b,
+            },
+            LogInterval {
+                tag: "api:GET:/a".into(),
+                start_ns: t0,
+                end_ns: t0 + 4_000_000_000,
+                histogram: &a,
+            },
+        ];
+        let mut log = Vec::new();
+        write_interval_log(&mut log, &["two\nlines"], &intervals, 1e6).expect("log");
+        let mut again = Vec::new();
+        write_interval_log(&mut again, &["two\nlines"], &intervals, 1e6).expect("log");
+        assert_eq!(log, again, "no clock in the output");
+        let text = String::from_utf8(log.clone()).expect("utf-8");
+        assert!(text.starts_with("#[Histogram log format version 1.3]\n#two\n#lines\n"));
+        let mut seen = Vec::new();
+        for e in IntervalLogIterator::new(&log) {
+            match e.expect("entry") {
+                LogEntry::BaseTime(t) | LogEntry::StartTime(t) => {
+                    assert_eq!(t.as_secs(), 1_700_000_000)
+                }
+                LogEntry::Interval(i) => {
+                    let bytes = base64::engine::general_purpose::STANDARD
+                        .decode(i.encoded_histogram())
+                        .expect("base64");
+                    let h: hdrhistogram::Histogram<u64> = Deserializer::new()
+                        .deserialize(&mut bytes.as_slice())
+                        .expect("compressed V2");
+                    seen.push((
+                        i.tag().map(|t| t.as_str().to_string()),
+                        i.start_timestamp().as_millis(),
+                        i.duration().as_millis(),
+                        h.len(),
+                        h.value_at_quantile(0.5),
+                        i.max(),
+                    ));
+                }
+            }
+        }
+        assert_eq!(seen.len(), 2);
+        assert_eq!(seen[0].0.as_deref(), Some("api:GET:/a"));
+        assert_eq!((seen[0].1, seen[0].2, seen[0].3), (0, 4000, 100));
+        assert!(a.hdr().equivalent(seen[0].4, 500_000));
+        assert!((seen[0].5 - 1.0).abs() < 0.01, "max in ms: {}", seen[0].5);
+        // Forbidden tag characters replaced; a zero-length span lasts 1 ms.
+        assert_eq!(seen[1].0.as_deref(), Some("api:GET:/b__c"));
+        assert_eq!((seen[1].1, seen[1].2, seen[1].3), (2500, 1, 1));
     }
 
     #[test]
