@@ -257,11 +257,6 @@ impl Histogram {
         Histogram::new(Precision::Size)
     }
 
-    /// Precision of the buckets.
-    pub fn precision(&self) -> Precision {
-        self.precision
-    }
-
     /// The underlying histogram (bucket-equivalent values; exact extremes
     /// are [`Self::min`] and [`Self::max`]).
     pub fn hdr(&self) -> &hdrhistogram::Histogram<u64> {
