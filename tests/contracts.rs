@@ -511,3 +511,188 @@ fn serde_yaml_from(text: &str) -> Value {
         .expect("python3 yaml");
     serde_json::from_slice(&out.stdout).expect("yaml as json")
 }
+
+/// `METHOD path` -> latency figures of `x-stoa-stats` in `dir/openapi.json`.
+fn latency_stats(dir: &Path) -> Vec<(String, String, Value)> {
+    let doc: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("openapi.json")).expect("openapi.json"))
+            .expect("openapi json");
+    let mut out = Vec::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for (method, op) in item.as_object().expect("path item") {
+            if let Some(l) = op.get("x-stoa-stats").map(|s| &s["latency"]) {
+                if !l.is_null() {
+                    out.push((method.to_uppercase(), path.clone(), l.clone()));
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn histograms_export_an_interval_log_hdrhistogram_tools_read() {
+    use contracts::hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
+    use contracts::hdrhistogram::serialization::Deserializer;
+    let tmp = temp_dir("contracts-hlog");
+    let base = tmp.path();
+    let (baseline, drift) = (
+        root().join("fixtures/real/bundle_baseline.pcap"),
+        root().join("fixtures/real/bundle_drift.pcap"),
+    );
+    let (da, db) = (base.join("a"), base.join("b"));
+    learn(&[&baseline], &da);
+    learn(&[&drift], &db);
+    let merged = base.join("merged");
+    ok(&run(&[
+        "merge",
+        s(&da.join("observations.json")),
+        s(&db.join("observations.json")),
+        "-o",
+        s(&base.join("merged.json")),
+        "--out",
+        s(&merged),
+    ]));
+    // The same log from the learned directory, from the observation files in
+    // either order, and from format-1 snapshots of the same captures.
+    let v1 = root().join("fixtures/observations/v1");
+    let hlog = |name: &str, inputs: &[&Path]| -> Vec<u8> {
+        let out_path = base.join(name);
+        let mut args = vec!["histograms", "--no-progress", "--hlog", s(&out_path)];
+        args.extend(inputs.iter().map(|p| s(p)));
+        let out = run(&args);
+        ok(&out);
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("operation histograms ->"),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        std::fs::read(&out_path).expect("hlog written")
+    };
+    let log = hlog("dir.hlog", &[&merged]);
+    let (a_json, b_json) = (da.join("observations.json"), db.join("observations.json"));
+    assert_eq!(log, hlog("ab.hlog", &[&a_json, &b_json]), "a+b");
+    assert_eq!(log, hlog("ba.hlog", &[&b_json, &a_json]), "b+a");
+    let (v1a, v1b) = (
+        v1.join("bundle_baseline.json"),
+        v1.join("bundle_drift.json"),
+    );
+    let from_v1 = hlog("v1.hlog", &[&v1a, &v1b]);
+    assert_eq!(
+        log.iter().filter(|b| **b == b'\n').count(),
+        from_v1.iter().filter(|b| **b == b'\n').count(),
+        "format-1 snapshots: same intervals"
+    );
+
+    // Read back with the crate's reader: one tagged interval per operation,
+    // in start order, holding what the contracts report.
+    let stats = latency_stats(&merged);
+    assert!(stats.len() >= 4, "{stats:?}");
+    let mut base_time = None;
+    let mut intervals = Vec::new();
+    for e in IntervalLogIterator::new(&log) {
+        match e.expect("log entry") {
+            LogEntry::BaseTime(t) => base_time = Some(t),
+            LogEntry::StartTime(_) => {}
+            LogEntry::Interval(i) => intervals.push((
+                i.tag().expect("tagged").as_str().to_string(),
+                i.start_timestamp(),
+                i.max(),
+                i.encoded_histogram().to_string(),
+            )),
+        }
+    }
+    assert!(base_time.is_some_and(|t| t.as_secs() > 1_700_000_000));
+    assert_eq!(intervals.len(), stats.len());
+    assert!(
+        intervals.windows(2).all(|w| w[0].1 <= w[1].1),
+        "start order"
+    );
+    assert_eq!(intervals[0].1.as_nanos(), 0, "BaseTime is the first start");
+    let b64 = |t: &str| -> Vec<u8> {
+        // Standard base64 without the crate: the log's alphabet.
+        let mut out = Vec::new();
+        let mut acc = 0u32;
+        let mut bits = 0;
+        for c in t.bytes().filter(|c| *c != b'=') {
+            let v = match c {
+                b'A'..=b'Z' => c - b'A',
+                b'a'..=b'z' => c - b'a' + 26,
+                b'0'..=b'9' => c - b'0' + 52,
+                b'+' => 62,
+                b'/' => 63,
+                _ => panic!("not base64: {c}"),
+            };
+            acc = (acc << 6) | u32::from(v);
+            bits += 6;
+            if bits >= 8 {
+                bits -= 8;
+                out.push((acc >> bits) as u8);
+            }
+        }
+        out
+    };
+    for (tag, _, max_ms, encoded) in &intervals {
+        let mut parts = tag.splitn(3, ':');
+        let (_api, method, template) = (
+            parts.next().expect("api"),
+            parts.next().expect("method"),
+            parts.next().expect("template"),
+        );
+        let matching: Vec<_> = stats
+            .iter()
+            .filter(|(m, p, _)| m == method && template.ends_with(p.as_str()))
+            .collect();
+        assert_eq!(matching.len(), 1, "{tag}: {matching:?}");
+        let l = &matching[0].2;
+        let h: contracts::hdrhistogram::Histogram<u64> = Deserializer::new()
+            .deserialize(&mut b64(encoded).as_slice())
+            .expect("compressed V2 histogram");
+        assert_eq!(Some(h.len()), l["count"].as_u64(), "{tag}");
+        let p50 = h.value_at_quantile(0.5) as f64 / 1e6;
+        let want = l["p50"].as_f64().expect("p50");
+        assert!(
+            (p50 - want).abs() <= want / 128.0 + 0.001,
+            "{tag}: {p50} vs {want}"
+        );
+        let max = l["max"].as_f64().expect("max");
+        assert!(
+            *max_ms >= max - 0.001 && *max_ms <= max * 1.01 + 0.001,
+            "{tag}: {max_ms} vs {max}"
+        );
+    }
+
+    // HdrHistogram's reference tool (Java, libhdrhistogram-java, installed
+    // by tests/run-all.sh) reads it: the busiest operation's count and max.
+    let busiest = intervals
+        .iter()
+        .map(|(tag, ..)| tag)
+        .max_by_key(|tag| {
+            stats
+                .iter()
+                .find(|(m, p, _)| tag.contains(&format!(":{m}:")) && tag.ends_with(p.as_str()))
+                .and_then(|(_, _, l)| l["count"].as_u64())
+        })
+        .expect("an operation");
+    let out = Command::new("java")
+        .args(["-cp", "/usr/share/java/hdrhistogram.jar"])
+        .arg("org.HdrHistogram.HistogramLogProcessor")
+        .arg("-i")
+        .arg(base.join("dir.hlog"))
+        .args(["-tag", busiest])
+        .output()
+        .expect("java (libhdrhistogram-java, installed by tests/run-all.sh)");
+    ok(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let total = text
+        .lines()
+        .find_map(|l| l.split("Total count    =").nth(1))
+        .and_then(|v| v.trim().trim_end_matches(']').trim().parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no total in HistogramLogProcessor output:\n{text}"));
+    let (_, _, l) = stats
+        .iter()
+        .find(|(m, p, _)| busiest.contains(&format!(":{m}:")) && busiest.ends_with(p.as_str()))
+        .expect("busiest stats");
+    assert_eq!(Some(total), l["count"].as_u64(), "{text}");
+    assert!(total >= 10, "{text}");
+}

@@ -24,6 +24,9 @@ done
 dpkg -s libpcap-dev >/dev/null 2>&1 || missing+=(libpcap-dev)
 /usr/bin/python3 -c 'import scapy' >/dev/null 2>&1 || missing+=(python3-scapy)
 /usr/bin/python3 -c 'import yaml' >/dev/null 2>&1 || missing+=(python3-yaml)
+# HdrHistogram's reference tools read the interval logs of `histograms`.
+command -v java >/dev/null 2>&1 || missing+=(default-jre-headless)
+[ -f /usr/share/java/hdrhistogram.jar ] || missing+=(libhdrhistogram-java)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   $SUDO apt-get update -qq

@@ -40,6 +40,10 @@ mod util;
 mod vocab;
 pub mod yaml;
 
+/// The histogram crate, for readers of [`stats::Histogram::hdr`] and of
+/// the interval logs [`stats::write_interval_log`] writes.
+pub use hdrhistogram;
+
 pub use config::{
     HintError, InferenceConfig, Limits, RedactionConfig, TemplateHint, TemplatingConfig,
 };
@@ -48,4 +52,5 @@ pub use exchange::{
 };
 pub use observations::{
     CapCounters, Observations, ObservationsError, Tier, Totals, FORMAT_VERSION,
+    OLDEST_FORMAT_VERSION,
 };

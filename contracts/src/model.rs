@@ -121,6 +121,21 @@ impl OperationModel {
         &self.obs.latency_ns
     }
 
+    /// Request body size histogram (bytes on the wire).
+    pub fn request_bytes_histogram(&self) -> &crate::stats::Histogram {
+        &self.obs.request_bytes
+    }
+
+    /// Response body size histogram (bytes on the wire).
+    pub fn response_bytes_histogram(&self) -> &crate::stats::Histogram {
+        &self.obs.response_bytes
+    }
+
+    /// First and last request seen, ns since the epoch.
+    pub fn seen_ns(&self) -> Option<(u64, u64)> {
+        self.obs.first_seen_ns.zip(self.obs.last_seen_ns)
+    }
+
     /// Requests per second bucket (the bucket widens on long spans), for
     /// timelines.
     pub fn rate_series(&self) -> &crate::stats::RateSeries {

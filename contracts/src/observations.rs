@@ -18,8 +18,13 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
-/// Version of the serialised observations format.
-pub const FORMAT_VERSION: u32 = 1;
+/// Version of the serialised observations format written. 2: histograms in
+/// the HdrHistogram V2 encoding (see [`crate::stats::Histogram`]).
+pub const FORMAT_VERSION: u32 = 2;
+
+/// Oldest format still read: 1 (histograms as sparse log-linear buckets),
+/// converted on reading.
+pub const OLDEST_FORMAT_VERSION: u32 = 1;
 
 /// Traffic of an API that reached an endpoint (`ok`) or did not (`miss`:
 /// 404, 405, 501 or no response). Misses never create endpoints on their own:
@@ -291,14 +296,20 @@ impl Observations {
         &self.rt.config
     }
 
-    /// Reads observations from JSON, checking the format version.
+    /// Reads observations from JSON, checking the format version. Earlier
+    /// formats (from [`OLDEST_FORMAT_VERSION`]) are converted: the result is
+    /// of [`FORMAT_VERSION`] and written as such.
     pub fn from_json(text: &str) -> Result<Self, ObservationsError> {
         let v: serde_json::Value = serde_json::from_str(text).map_err(ObservationsError::Json)?;
         let version = v.get("format_version").and_then(serde_json::Value::as_u64);
-        if version != Some(u64::from(FORMAT_VERSION)) {
+        if !version.is_some_and(|n| {
+            (u64::from(OLDEST_FORMAT_VERSION)..=u64::from(FORMAT_VERSION)).contains(&n)
+        }) {
             return Err(ObservationsError::Version(version));
         }
-        serde_json::from_value(v).map_err(ObservationsError::Json)
+        let mut obs: Observations = serde_json::from_value(v).map_err(ObservationsError::Json)?;
+        obs.format_version = FORMAT_VERSION;
+        Ok(obs)
     }
 
     /// Compact JSON (deterministic).
@@ -752,6 +763,8 @@ pub enum ObservationsError {
     #[error("observations: {0}")]
     Json(serde_json::Error),
     /// `format_version` missing or unsupported.
-    #[error("observations: unsupported format_version {0:?} (expected {FORMAT_VERSION})")]
+    #[error(
+        "observations: unsupported format_version {0:?} (reads {OLDEST_FORMAT_VERSION} to {FORMAT_VERSION})"
+    )]
     Version(Option<u64>),
 }

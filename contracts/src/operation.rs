@@ -3,9 +3,7 @@
 use crate::body::{BodyInput, BodyObs, ValueObs};
 use crate::config::Limits;
 use crate::redact::Redactor;
-use crate::stats::{
-    Distribution, Histogram, OperationStats, Peak, RateSeries, LATENCY_BITS, SIZE_BITS,
-};
+use crate::stats::{Distribution, Histogram, OperationStats, Peak, RateSeries};
 use crate::util::{is_zero, BoundedMap, Merge};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -65,10 +63,13 @@ pub(crate) struct OperationObs {
     #[serde(default, skip_serializing_if = "is_default_anomalies")]
     pub anomalies: AnomalyCounts,
     /// Server latency, nanoseconds.
+    #[serde(deserialize_with = "crate::stats::de_latency")]
     pub latency_ns: Histogram,
     /// Request body bytes on the wire.
+    #[serde(deserialize_with = "crate::stats::de_size")]
     pub request_bytes: Histogram,
     /// Response body bytes on the wire.
+    #[serde(deserialize_with = "crate::stats::de_size")]
     pub response_bytes: Histogram,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_seen_ns: Option<u64>,
@@ -118,9 +119,9 @@ impl Default for OperationObs {
             statuses: BTreeMap::new(),
             unanswered: 0,
             anomalies: AnomalyCounts::default(),
-            latency_ns: Histogram::new(LATENCY_BITS),
-            request_bytes: Histogram::new(SIZE_BITS),
-            response_bytes: Histogram::new(SIZE_BITS),
+            latency_ns: Histogram::latency(),
+            request_bytes: Histogram::size(),
+            response_bytes: Histogram::size(),
             first_seen_ns: None,
             last_seen_ns: None,
             per_second: RateSeries::new(1),

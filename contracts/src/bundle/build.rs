@@ -8,7 +8,7 @@ use crate::config::{InferenceConfig, Limits};
 use crate::model::{ApiModel, OperationModel};
 use crate::path::{normalize_host, split_target};
 use crate::security::{decode_jwt, parse_authorization, AuthHeader};
-use crate::stats::{Histogram, RateSeries, LATENCY_BITS, SIZE_BITS};
+use crate::stats::{Histogram, RateSeries};
 use crate::util::{rfc3339, BoundedMap, Merge};
 use crate::{Exchange, Observations};
 use serde::{Deserialize, Serialize};
@@ -516,7 +516,7 @@ fn rate_policy(ctx: &PolicyCtx, g: &Group) -> PolicyEntry {
 }
 
 fn body_policy(ctx: &PolicyCtx, g: &Group) -> PolicyEntry {
-    let mut h = Histogram::new(SIZE_BITS);
+    let mut h = Histogram::size();
     for (_, op) in &g.ops {
         h.merge(&op.obs.request_bytes);
     }
@@ -550,7 +550,7 @@ fn body_policy(ctx: &PolicyCtx, g: &Group) -> PolicyEntry {
 }
 
 fn timeout_policy(ctx: &PolicyCtx, g: &Group) -> Option<PolicyEntry> {
-    let mut h = Histogram::new(LATENCY_BITS);
+    let mut h = Histogram::latency();
     for (_, op) in &g.ops {
         h.merge(&op.obs.latency_ns);
     }

@@ -317,3 +317,115 @@ pub fn diff(args: DiffArgs) -> i32 {
         exit::OK
     }
 }
+
+/// Which histogram of each operation `histograms` exports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum HistogramValues {
+    /// Server latency (response first byte - request last byte), ns.
+    Latency,
+    /// Request body bytes on the wire.
+    RequestBytes,
+    /// Response body bytes on the wire.
+    ResponseBytes,
+}
+
+/// Options of `histograms`.
+#[derive(Debug, Args)]
+pub struct HistogramsArgs {
+    /// Observation files (`observations.json`), directories holding one
+    /// (`analyze --out DIR`), or captures to analyse.
+    #[arg(required = true, value_name = "INPUT")]
+    inputs: Vec<PathBuf>,
+    /// Write the per-operation histograms here, as an HdrHistogram interval
+    /// log: one interval per operation (its first to last request), tagged
+    /// `api:METHOD:template`.
+    #[arg(long, value_name = "FILE")]
+    hlog: PathBuf,
+    /// Which histogram to export.
+    #[arg(long, value_enum, default_value_t = HistogramValues::Latency)]
+    values: HistogramValues,
+    #[command(flatten)]
+    engine: EngineArgs,
+    #[command(flatten)]
+    inference: InferenceArgs,
+}
+
+/// Runs `histograms`: per-operation histograms as an interval log, for
+/// HdrHistogram's own tools (HistogramLogProcessor, HistogramLogAnalyzer,
+/// the plotters).
+pub fn histograms(args: HistogramsArgs) -> i32 {
+    let cfg = match args.inference.config() {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    // `analyze --out DIR` leaves observations.json in DIR.
+    let inputs: Vec<PathBuf> = args
+        .inputs
+        .iter()
+        .map(|p| {
+            let obs = p.join("observations.json");
+            if p.is_dir() && obs.is_file() {
+                obs
+            } else {
+                p.clone()
+            }
+        })
+        .collect();
+    let loaded = match load_inputs(&inputs, &args.engine, &cfg, |_| {}) {
+        Ok(i) => i,
+        Err(code) => return code,
+    };
+    let model = contracts::model::build(&loaded.obs, &cfg);
+    let mut intervals = Vec::new();
+    for api in &model.apis {
+        for e in &api.endpoints {
+            for op in &e.operations {
+                let histogram = match args.values {
+                    HistogramValues::Latency => op.latency_histogram(),
+                    HistogramValues::RequestBytes => op.request_bytes_histogram(),
+                    HistogramValues::ResponseBytes => op.response_bytes_histogram(),
+                };
+                let Some((start_ns, end_ns)) = op.seen_ns() else {
+                    continue;
+                };
+                if histogram.count() == 0 {
+                    continue;
+                }
+                intervals.push(contracts::stats::LogInterval {
+                    tag: format!("{}:{}:{}", api.name, op.method, e.path),
+                    start_ns,
+                    end_ns,
+                    histogram,
+                });
+            }
+        }
+    }
+    let (what, divisor) = match args.values {
+        HistogramValues::Latency => ("server latency in nanoseconds (max column in ms)", 1e6),
+        HistogramValues::RequestBytes => ("request body bytes on the wire", 1.0),
+        HistogramValues::ResponseBytes => ("response body bytes on the wire", 1.0),
+    };
+    let comment = format!(
+        "stoa-tap: {what}, one interval per operation (first to last request), Tag=api:METHOD:template"
+    );
+    let mut text = Vec::new();
+    if let Err(e) =
+        contracts::stats::write_interval_log(&mut text, &[&comment], &intervals, divisor)
+    {
+        eprintln!("error: {e}");
+        return exit::FAILURE;
+    }
+    if let Err(code) = stoa_tap::daemon::persist::write_atomic(&args.hlog, &text).map_err(|e| {
+        eprintln!("error: cannot write: {e}");
+        exit::OUTPUT
+    }) {
+        return code;
+    }
+    tracing::info!(operations = intervals.len(), path = %args.hlog.display(), "interval log written");
+    println!(
+        "{} operation histograms -> {}",
+        intervals.len(),
+        args.hlog.display()
+    );
+    loaded.status
+}

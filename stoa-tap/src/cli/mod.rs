@@ -61,6 +61,9 @@ enum Command {
     Merge(contracts::MergeArgs),
     /// Report traffic that a declared OpenAPI spec does not describe.
     Diff(contracts::DiffArgs),
+    /// Export per-operation latency (or size) histograms as an HdrHistogram
+    /// interval log, for HdrHistogram's plotting and analysis tools.
+    Histograms(contracts::HistogramsArgs),
     /// Policy bundle for explicit-proxy mode (routes, policies, contracts,
     /// evidence); `bundle verify` replays traffic against it, `bundle apply`
     /// pushes it to a sidecar's admin API.
@@ -119,6 +122,7 @@ pub fn main() -> i32 {
         Command::Analyze(args) => analyze::run(args),
         Command::Merge(args) => contracts::merge(args),
         Command::Diff(args) => contracts::diff(args),
+        Command::Histograms(args) => contracts::histograms(args),
         Command::Bundle(args) => bundle::run(args),
         Command::Run(args) => run::run(args),
         Command::TproxyRules(args) => tproxy_rules::run(args),
