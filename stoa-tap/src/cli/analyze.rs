@@ -180,7 +180,11 @@ pub fn run_captures(
             }
         }
     }
-    engine.finish();
+    // Connections still open are closed in steps, their exchanges taken
+    // after each, so a capture ending on a flood does not hold them all.
+    while !engine.finish_step(FINISH_STEP) {
+        drain(&mut engine, &mut sink_error);
+    }
     drain(&mut engine, &mut sink_error);
     if let Some(pb) = progress {
         pb.finish_and_clear();
@@ -199,6 +203,9 @@ pub fn run_captures(
         sink_error,
     })
 }
+
+/// Connections closed per step at the end of the captures.
+const FINISH_STEP: usize = 4096;
 
 /// Exchanges per batch handed to the consumer thread.
 const BATCH: usize = 64;

@@ -441,7 +441,7 @@ fn memory_cap_evicts_least_recently_active() {
             },
         ];
         feed(&mut table, &mut ctx, &pkts, 30000 + port);
-        assert!(table.memory_bytes() <= 64 * 1024 + 8192 + flow_overhead::<RecH>() * 2);
+        assert!(table.memory_bytes() <= 64 * 1024 + 8192 + (flow_box_bytes::<RecH>() + 64) * 2);
     }
     assert!(table.stats.flows_evicted > 0);
     assert!(table.stats.peak_memory_bytes > 0);
