@@ -289,6 +289,10 @@ const HELD_COST: usize = 128;
 /// How long a closed connection's late segments are recognised (Linux TIME_WAIT).
 const CLOSED_LINGER_NS: u64 = 60 * 1_000_000_000;
 
+/// Per opened handler, for its small allocations (allocator bookkeeping and
+/// rounding that `heap_bytes` does not see).
+const HANDLER_SLACK: usize = 64;
+
 /// Control bytes past the end of a hashbrown table (its SIMD group width).
 const TABLE_TAIL: usize = 16;
 
@@ -325,10 +329,16 @@ fn flow_box_bytes<H>() -> usize {
     alloc_class(std::mem::size_of::<Flow<H>>())
 }
 
-/// Heap cost of an opened handler: its box plus what it reports.
+/// Heap cost of an opened handler: its box plus what it reports, the latter
+/// with a quarter more for allocator rounding and the short-lived
+/// allocations of parsing (measured: a flood of connections holding partial
+/// heads costs about that much more than their buffers' capacities).
 fn handler_bytes<H: StreamHandler>(slot: &HandlerSlot<H>) -> usize {
     match slot {
-        HandlerSlot::Open(h) => alloc_class(std::mem::size_of::<H>()) + h.heap_bytes(),
+        HandlerSlot::Open(h) => {
+            let heap = h.heap_bytes();
+            alloc_class(std::mem::size_of::<H>()) + heap + heap / 4 + HANDLER_SLACK
+        }
         HandlerSlot::Unopened | HandlerSlot::NotHttp => 0,
     }
 }
@@ -422,9 +432,14 @@ impl<H: StreamHandler> FlowTable<H> {
 
     /// The part of [`FlowTable::memory_bytes`] that evicting connections does
     /// not give back (table allocations, until they are shrunk).
+    ///
+    /// A table that grew left its previous allocation (half its size) to
+    /// the allocator, which gives memory back to the system lazily: that
+    /// half is counted too.
     fn fixed_bytes(&self) -> usize {
-        table_bytes(self.flows.capacity(), std::mem::size_of::<Slot<H>>())
-            + table_bytes(self.closed.capacity(), std::mem::size_of::<ClosedSlot>())
+        let t = table_bytes(self.flows.capacity(), std::mem::size_of::<Slot<H>>())
+            + table_bytes(self.closed.capacity(), std::mem::size_of::<ClosedSlot>());
+        t + t / 2
     }
 
     /// Replaces the server ports (takes effect for new connections).
@@ -666,7 +681,7 @@ impl<H: StreamHandler> FlowTable<H> {
         let mem = self.memory_bytes();
         self.stats.peak_memory_bytes = self.stats.peak_memory_bytes.max(mem as u64);
         if mem > self.cfg.memory_cap {
-            self.evict(ctx, ts, 0, self.cfg.memory_cap / 10 * 9);
+            self.evict(ctx, ts, 0, self.cfg.memory_cap / 100 * 97);
         }
     }
 
