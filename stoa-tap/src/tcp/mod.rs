@@ -216,7 +216,7 @@ struct Flow<H> {
 
 impl<H: StreamHandler> Flow<H> {
     fn class(&self) -> EvictClass {
-        if !self.payload_seen || !(self.seen[0] && self.seen[1]) {
+        if !(self.payload_seen && self.seen[0] && self.seen[1]) {
             EvictClass::HalfOpen
         } else if self.held.is_empty()
             && self.dirs[0].buffered_bytes() == 0
