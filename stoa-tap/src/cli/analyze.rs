@@ -194,6 +194,23 @@ pub fn run_captures(
         tracing::warn!(warning = %w, "input");
         warnings.push(w.to_string());
     }
+    // Frames cut by the snap length and nothing to show for it: say why,
+    // not only through a counter.
+    let cut = engine.capture.snaplen_truncated;
+    if cut > 0 && engine.exchanges.total == 0 {
+        let snaplen = capture
+            .snaplen()
+            .map_or_else(|| "unknown".to_string(), |s| s.to_string());
+        tracing::warn!(
+            snaplen = %snaplen,
+            snaplen_truncated = cut,
+            "frames cut by the snap length and no exchange found"
+        );
+        warnings.push(format!(
+            "{cut} frames were cut by the capture's snap length ({snaplen} bytes) \
+             (counter snaplen_truncated) and no exchange came out: capture with -s 0 (262144)"
+        ));
+    }
     Ok(CaptureRun {
         engine,
         files,
