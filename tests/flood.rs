@@ -202,28 +202,22 @@ struct Run {
     exchanges: Vec<Value>,
 }
 
-/// `/usr/bin/time -v stoa-tap analyze FILE --json --exchanges OUT`.
-fn analyze_timed(capture: &Path, dir: &Path) -> Run {
+/// `/usr/bin/time -v stoa-tap analyze FILE --json [--exchanges OUT]`.
+fn analyze_timed(capture: &Path, exchanges: Option<&Path>) -> Run {
     let time = Path::new("/usr/bin/time");
     assert!(
         time.exists(),
         "/usr/bin/time is missing: install the apt package `time`"
     );
-    let ex_path = dir.join(format!(
-        "{}.jsonl",
-        capture
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or("out")
-    ));
-    let out = Command::new(time)
-        .arg("-v")
+    let mut cmd = Command::new(time);
+    cmd.arg("-v")
         .arg(bin())
-        .args(["analyze", "--no-progress", "--json", "--exchanges"])
-        .arg(&ex_path)
-        .arg(capture)
-        .output()
-        .expect("run /usr/bin/time stoa-tap analyze");
+        .args(["analyze", "--no-progress", "--json"])
+        .arg(capture);
+    if let Some(p) = exchanges {
+        cmd.arg("--exchanges").arg(p);
+    }
+    let out = cmd.output().expect("run /usr/bin/time stoa-tap analyze");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "analyze failed: {stderr}");
     let kb: u64 = stderr
@@ -235,11 +229,14 @@ fn analyze_timed(capture: &Path, dir: &Path) -> Run {
         })
         .unwrap_or_else(|| panic!("no maximum RSS in /usr/bin/time output: {stderr}"));
     let summary: Value = serde_json::from_slice(&out.stdout).expect("summary is JSON");
-    let text = std::fs::read_to_string(&ex_path).expect("exchanges file");
-    let exchanges = text
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("exchange line is JSON"))
-        .collect();
+    let exchanges = exchanges
+        .map(|p| {
+            let text = std::fs::read_to_string(p).expect("exchanges file");
+            text.lines()
+                .map(|l| serde_json::from_str(l).expect("exchange line is JSON"))
+                .collect()
+        })
+        .unwrap_or_default();
     Run {
         max_rss_bytes: kb * 1024,
         summary,
@@ -252,10 +249,13 @@ fn check_flood(flood: Flood, n: u32) {
     // The idle process of this build: the same binary on the real exchange alone.
     let alone = dir.path().join("alone.pcap");
     write_flood(&alone, flood, 0);
-    let idle = analyze_timed(&alone, dir.path());
+    let idle = analyze_timed(&alone, None);
     let capture = dir.path().join("flood.pcap");
     write_flood(&capture, flood, n);
-    let run = analyze_timed(&capture, dir.path());
+    // Memory is measured on the analyzer alone (summary only), as the flood
+    // would meet it; the exchanges are checked on a second run that writes them.
+    let run = analyze_timed(&capture, None);
+    let written = analyze_timed(&capture, Some(&dir.path().join("flood.jsonl")));
     let tcp = &run.summary["counters"]["tcp"];
     eprintln!(
         "{flood:?} x{n}: max RSS {} KiB (idle process {} KiB); flows opened {}, evicted {} \
@@ -270,8 +270,26 @@ fn check_flood(flood: Flood, n: u32) {
         tcp["peak_memory_bytes"],
     );
 
+    eprintln!(
+        "  with --exchanges: max RSS {} KiB",
+        written.max_rss_bytes / 1024
+    );
+
+    // One exchange of the capture was answered: the real one.
+    // (Each partial head is an exchange of its own, cut short and unanswered.)
+    let total = match flood {
+        Flood::SynOnly => 1,
+        Flood::PartialHead => u64::from(n) + 1,
+    };
+    assert_eq!(run.summary["exchanges"], total);
+    assert_eq!(run.summary["counters"]["exchanges"]["answered"], 1);
+    assert_eq!(
+        written.summary["counters"]["tcp"], *tcp,
+        "both runs saw the same"
+    );
+
     // The real exchange is whole: request with its body, response 201.
-    let real: Vec<&Value> = run
+    let real: Vec<&Value> = written
         .exchanges
         .iter()
         .filter(|e| e["request"]["target"] == "/real/exchange")
