@@ -22,6 +22,8 @@ for pair in tshark:tshark tcpdump:tcpdump editcap:wireshark-common \
   command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
 done
 dpkg -s libpcap-dev >/dev/null 2>&1 || missing+=(libpcap-dev)
+# GNU time (the shell keyword does not report peak memory): tests/flood.rs.
+[ -x /usr/bin/time ] || missing+=(time)
 /usr/bin/python3 -c 'import scapy' >/dev/null 2>&1 || missing+=(python3-scapy)
 /usr/bin/python3 -c 'import yaml' >/dev/null 2>&1 || missing+=(python3-yaml)
 # HdrHistogram's reference tools read the interval logs of `histograms`.

@@ -838,3 +838,81 @@ fn a_saturated_relay_is_bypassed_not_queued() {
     let (_, stats) = t.stop_relay();
     assert!(stat(&stats, "guard_bypass_full") >= 1, "{stats}");
 }
+
+/// `spoof_client` with the gateway in the relay's own namespace: the
+/// gateway's answers to the client's address are routed to the client, never
+/// back to the relay, so the upstream connect could only time out. The
+/// client must be reset at once (not after the connect timeout or its own),
+/// and the case counted.
+#[test]
+fn spoofing_toward_a_gateway_on_the_relay_host_resets_the_client_at_once() {
+    if !netns_allowed() {
+        return;
+    }
+    let mut t = Topo::up();
+    t.install_rules(Backend::Nft);
+    // The gateway listens in the tap namespace itself (on every address,
+    // port 5555); the client targets the tap host's address.
+    let log = t.dir.join("local-server.log");
+    let script = bench_dir().join("tproxy_server.py");
+    let mut server = t
+        .in_ns(
+            't',
+            &[
+                "python3",
+                script.to_str().unwrap(),
+                log.to_str().unwrap(),
+                "5555",
+            ],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start the local gateway");
+    let mut line = String::new();
+    BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "ready", "local gateway did not start");
+    t.server = Some(server);
+    t.start_relay(&["--spoof"]);
+    let client = r#"
+import socket, sys, time
+t0 = time.monotonic()
+try:
+    # The relay accepts, then resets: the reset may already be there when
+    # the connect completes.
+    s = socket.create_connection((sys.argv[1], 5555), timeout=10)
+    s.sendall(b"GET /local HTTP/1.1\r\nHost: gw\r\n\r\n")
+    what = "eof" if s.recv(1) == b"" else "data"
+except ConnectionResetError:
+    what = "reset"
+except socket.timeout:
+    what = "timeout"
+print(what, "%.3f" % (time.monotonic() - t0))
+"#;
+    let mut results = Vec::new();
+    for _ in 0..3 {
+        let out = check(
+            t.run_in(
+                'c',
+                &["timeout", "30", "python3", "-c", client, RELAY_V4],
+                None,
+            ),
+            "client toward the local gateway",
+        );
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let (what, secs) = text.split_once(' ').expect("client output");
+        results.push((what.to_string(), secs.parse::<f64>().expect("seconds")));
+    }
+    let (_, stats) = t.stop_relay();
+    for (what, secs) in &results {
+        assert_eq!(what, "reset", "{results:?}");
+        assert!(*secs < 1.0, "reset after {secs} s: {results:?}");
+    }
+    assert_eq!(stat(&stats, "upstream_spoof_local"), 3, "{stats}");
+    assert_eq!(stat(&stats, "upstream_connect_errors"), 3, "{stats}");
+    // Nothing reached the local gateway.
+    let seen = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(seen.trim().is_empty(), "gateway saw {seen:?}");
+}

@@ -751,6 +751,9 @@ mod tests {
         let tcp = crate::tcp::TcpStats {
             segments: 5,
             buffered_bytes: 7,
+            evicted_half_open: 11,
+            evicted_idle: 2,
+            evicted_active: 1,
             ..Default::default()
         };
         let mut m = MetricsText::new();
@@ -759,6 +762,13 @@ mod tests {
         m.stats("capture", &crate::pipeline::CaptureStats::default(), &[]);
         let text = m.render();
         assert!(text.contains("\nstoa_tap_tcp_segments_total 5\n"), "{text}");
+        // Evictions by class (floods show as half-open ones).
+        assert!(
+            text.contains("\nstoa_tap_tcp_evicted_half_open_total 11\n"),
+            "{text}"
+        );
+        assert!(text.contains("\nstoa_tap_tcp_evicted_idle_total 2\n"));
+        assert!(text.contains("\nstoa_tap_tcp_evicted_active_total 1\n"));
         assert!(text
             .contains("# TYPE stoa_tap_tcp_buffered_bytes gauge\nstoa_tap_tcp_buffered_bytes 7\n"));
         assert!(text.contains("\nstoa_tap_http_requests_total 0\n"));

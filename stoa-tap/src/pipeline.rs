@@ -63,6 +63,10 @@ impl StreamHandler for HttpFlow {
     fn heap_bytes(&self) -> usize {
         self.0.heap_bytes()
     }
+
+    fn in_exchange(&self) -> bool {
+        self.0.in_exchange()
+    }
 }
 
 /// Capture-level counters.
@@ -281,8 +285,17 @@ impl Engine {
 
     /// Ends the capture: every open connection is flushed and closed.
     pub fn finish(&mut self) {
+        while !self.finish_step(usize::MAX) {}
+    }
+
+    /// Part of [`Engine::finish`]: closes up to `max` open connections
+    /// (oldest first) and returns false while some remain, so the caller can
+    /// take the exchanges between steps instead of holding them all.
+    pub fn finish_step(&mut self, max: usize) -> bool {
         let ts = self.capture.last_ts_ns.unwrap_or(0);
-        self.table.finish(&mut self.ctx, ts);
+        if !self.table.finish_some(&mut self.ctx, ts, max) {
+            return false;
+        }
         let ctx = &mut self.ctx;
         let mut open: Vec<(ConnId, Connection)> = self.relayed.drain().collect();
         open.sort_by_key(|(id, _)| *id);
@@ -295,6 +308,7 @@ impl Engine {
                 &mut ctx.stats,
             );
         }
+        true
     }
 
     /// Transport counters.

@@ -180,7 +180,11 @@ pub fn run_captures(
             }
         }
     }
-    engine.finish();
+    // Connections still open are closed in steps, their exchanges taken
+    // after each, so a capture ending on a flood does not hold them all.
+    while !engine.finish_step(FINISH_STEP) {
+        drain(&mut engine, &mut sink_error);
+    }
     drain(&mut engine, &mut sink_error);
     if let Some(pb) = progress {
         pb.finish_and_clear();
@@ -189,6 +193,23 @@ pub fn run_captures(
     for w in capture.take_warnings() {
         tracing::warn!(warning = %w, "input");
         warnings.push(w.to_string());
+    }
+    // Frames cut by the snap length and nothing to show for it: say why,
+    // not only through a counter.
+    let cut = engine.capture.snaplen_truncated;
+    if cut > 0 && engine.exchanges.total == 0 {
+        let snaplen = capture
+            .snaplen()
+            .map_or_else(|| "unknown".to_string(), |s| s.to_string());
+        tracing::warn!(
+            snaplen = %snaplen,
+            snaplen_truncated = cut,
+            "frames cut by the snap length and no exchange found"
+        );
+        warnings.push(format!(
+            "{cut} frames were cut by the capture's snap length ({snaplen} bytes) \
+             (counter snaplen_truncated) and no exchange came out: capture with -s 0 (262144)"
+        ));
     }
     Ok(CaptureRun {
         engine,
@@ -199,6 +220,9 @@ pub fn run_captures(
         sink_error,
     })
 }
+
+/// Connections closed per step at the end of the captures.
+const FINISH_STEP: usize = 4096;
 
 /// Exchanges per batch handed to the consumer thread.
 const BATCH: usize = 64;

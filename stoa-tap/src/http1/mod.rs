@@ -528,6 +528,17 @@ impl Connection {
         self.queue = VecDeque::new();
     }
 
+    /// True while a message is partly read or a request waits for its
+    /// response (the flow table evicts such connections last).
+    pub fn in_exchange(&self) -> bool {
+        !self.closed
+            && (!self.queue.is_empty()
+                || self
+                    .sides
+                    .iter()
+                    .any(|s| !s.hdr.is_empty() || matches!(s.state, State::Body(_))))
+    }
+
     /// Heap bytes held (buffers, pending requests), for the global memory cap.
     pub fn heap_bytes(&self) -> usize {
         let mut n = self.queue.capacity() * std::mem::size_of::<Pending>();

@@ -336,6 +336,9 @@ pub fn start(cfg: LiveConfig, tx: SyncSender<FrameBatch>) -> Result<LiveHandle, 
         tracing::info!(interface = %iface, linktype, filter = %filter,
             snaplen = cfg.snaplen, buffer_bytes = cfg.buffer_bytes,
             immediate = cfg.immediate, "live capture started");
+        if let Some(msg) = small_snaplen_warning(cfg.snaplen) {
+            tracing::warn!(interface = %iface, snaplen = cfg.snaplen, "{msg}");
+        }
         handle.workers.push(Worker {
             interface: iface,
             shared,
@@ -343,6 +346,21 @@ pub fn start(cfg: LiveConfig, tx: SyncSender<FrameBatch>) -> Result<LiveHandle, 
         });
     }
     Ok(handle)
+}
+
+/// The warning for a snap length small enough to cut TCP payloads (frames
+/// cut short are counted as `snaplen_truncated`, their missing bytes become
+/// gaps), or None.
+pub fn small_snaplen_warning(snaplen: i32) -> Option<String> {
+    let small =
+        u32::try_from(snaplen).is_ok_and(|s| s > 0 && s < crate::source::pcap_file::SMALL_SNAPLEN);
+    small.then(|| {
+        format!(
+            "snap length {snaplen} cuts frames longer than {snaplen} bytes: TCP payloads \
+             will be missing (counted as snaplen_truncated) and exchanges incomplete; \
+             use 262144"
+        )
+    })
 }
 
 /// Opens and configures one interface's capture.
@@ -770,6 +788,22 @@ mod tests {
         assert_eq!(c.filter_expression(), "tcp");
         c.filter = Some("host 10.0.0.1".into());
         assert_eq!(c.filter_expression(), "host 10.0.0.1");
+    }
+
+    #[test]
+    fn small_snap_lengths_are_warned_about() {
+        let w = small_snaplen_warning(96).expect("96 cuts payloads");
+        assert!(w.contains("snap length 96"), "{w}");
+        assert!(w.contains("snaplen_truncated"), "{w}");
+        assert!(small_snaplen_warning(1513).is_some());
+        assert_eq!(small_snaplen_warning(1514), None);
+        assert_eq!(small_snaplen_warning(262_144), None);
+        assert_eq!(
+            small_snaplen_warning(0),
+            None,
+            "0: libpcap's default, not small"
+        );
+        assert_eq!(small_snaplen_warning(-1), None);
     }
 
     #[test]

@@ -20,6 +20,10 @@ const READ_BUFFER: usize = 1 << 20;
 /// Largest capture record accepted; a bigger length field means corruption.
 const MAX_BLOCK: usize = 16 << 20;
 
+/// A snapshot length below a full Ethernet frame (1500-byte MTU plus its
+/// 14-byte header) cuts the payload of full-size TCP segments.
+pub const SMALL_SNAPLEN: u32 = 1514;
+
 /// One captured frame.
 #[derive(Debug, Clone, Copy)]
 pub struct Packet<'a> {
@@ -90,6 +94,15 @@ pub enum Warning {
         /// File concerned.
         path: PathBuf,
     },
+    /// The capture's snapshot length (pcap header or pcapng interface, or
+    /// the length frames were cut at) is below [`SMALL_SNAPLEN`]: TCP
+    /// payloads are cut, exchanges incomplete.
+    SmallSnaplen {
+        /// File concerned.
+        path: PathBuf,
+        /// The snapshot length in bytes.
+        snaplen: u32,
+    },
 }
 
 impl std::fmt::Display for Warning {
@@ -108,6 +121,13 @@ impl std::fmt::Display for Warning {
             Warning::SkippedFile { path } => {
                 write!(f, "{}: not a capture file, skipped", path.display())
             }
+            Warning::SmallSnaplen { path, snaplen } => write!(
+                f,
+                "{}: captured with snap length {snaplen}: frames longer than {snaplen} bytes \
+                 are cut, so TCP payloads are missing (counted as snaplen_truncated); \
+                 capture with -s 0 (262144) to see whole exchanges",
+                path.display()
+            ),
         }
     }
 }
@@ -146,6 +166,8 @@ pub struct CaptureFile {
     file_len: u64,
     warnings: Vec<Warning>,
     unknown_if_warned: bool,
+    /// Smallest snapshot length declared so far (None: none or unlimited).
+    snaplen: Option<u32>,
     done: bool,
     /// Classic pcap: snapshot length and byte order of record headers.
     legacy: Option<(u32, bool)>,
@@ -157,6 +179,23 @@ impl std::fmt::Debug for CaptureFile {
             .field("path", &self.path)
             .field("offset", &self.offset)
             .finish_non_exhaustive()
+    }
+}
+
+/// Records a snapshot length a file declared (into the file's smallest so
+/// far), warning once per file when it is small enough to cut TCP payloads.
+/// A free function: the reader's block still borrows the file.
+fn note_snaplen(least: &mut Option<u32>, warnings: &mut Vec<Warning>, path: &Path, snaplen: u32) {
+    if snaplen == 0 {
+        return;
+    }
+    let was_small = least.is_some_and(|s| s < SMALL_SNAPLEN);
+    *least = Some(least.map_or(snaplen, |s| s.min(snaplen)));
+    if snaplen < SMALL_SNAPLEN && !was_small {
+        warnings.push(Warning::SmallSnaplen {
+            path: path.to_owned(),
+            snaplen,
+        });
     }
 }
 
@@ -240,6 +279,7 @@ impl CaptureFile {
             file_len,
             warnings: Vec::new(),
             unknown_if_warned: false,
+            snaplen: None,
             done: false,
             legacy: None,
         })
@@ -305,6 +345,13 @@ impl CaptureFile {
         Ok(None)
     }
 
+    /// Smallest snapshot length the file declared (pcap header, pcapng
+    /// interfaces) or cut a frame at; None when it declared none or no limit
+    /// (0) and cut no frame.
+    pub fn snaplen(&self) -> Option<u32> {
+        self.snaplen
+    }
+
     /// Hands the next packet to `f`. Returns `Ok(None)` at the end of the file.
     pub fn next_with<T>(
         &mut self,
@@ -328,6 +375,12 @@ impl CaptureFile {
                     let out = match block {
                         PcapBlockOwned::LegacyHeader(h) => {
                             self.legacy = Some((h.snaplen, h.is_bigendian()));
+                            note_snaplen(
+                                &mut self.snaplen,
+                                &mut self.warnings,
+                                &self.path,
+                                h.snaplen,
+                            );
                             self.interfaces.clear();
                             self.interfaces.push(Interface {
                                 linktype: h.network.0 as u32,
@@ -349,6 +402,16 @@ impl CaptureFile {
                                         .saturating_mul(1_000_000_000)
                                         .saturating_add(scale_to_ns(frac, i.units_per_sec));
                                     let caplen = (b.caplen as usize).min(b.data.len());
+                                    if caplen < b.origlen as usize {
+                                        // Files cut after capture (editcap -s) keep
+                                        // the original snap length in their header.
+                                        note_snaplen(
+                                            &mut self.snaplen,
+                                            &mut self.warnings,
+                                            &self.path,
+                                            caplen as u32,
+                                        );
+                                    }
                                     Some(f(Packet {
                                         ts_ns,
                                         linktype: i.linktype,
@@ -365,6 +428,12 @@ impl CaptureFile {
                             None
                         }
                         PcapBlockOwned::NG(Block::InterfaceDescription(idb)) => {
+                            note_snaplen(
+                                &mut self.snaplen,
+                                &mut self.warnings,
+                                &self.path,
+                                idb.snaplen,
+                            );
                             self.interfaces.push(Interface {
                                 linktype: idb.linktype.0 as u32,
                                 units_per_sec: ts_units(idb.if_tsresol),
@@ -386,6 +455,14 @@ impl CaptureFile {
                                         .saturating_add(scale_to_ns(frac, i.units_per_sec));
                                     // pcapng pads packet data to 32 bits.
                                     let caplen = (epb.caplen as usize).min(epb.data.len());
+                                    if caplen < epb.origlen as usize {
+                                        note_snaplen(
+                                            &mut self.snaplen,
+                                            &mut self.warnings,
+                                            &self.path,
+                                            caplen as u32,
+                                        );
+                                    }
                                     Some(f(Packet {
                                         ts_ns,
                                         linktype: i.linktype,
@@ -625,6 +702,12 @@ impl Capture {
         Ok(())
     }
 
+    /// Smallest snapshot length declared by the files read so far (see
+    /// [`CaptureFile::snaplen`]).
+    pub fn snaplen(&self) -> Option<u32> {
+        self.files.iter().filter_map(CaptureFile::snaplen).min()
+    }
+
     /// Hands the next packet (in time order across files) to `f`.
     /// Returns `Ok(None)` when every file is exhausted.
     pub fn next_with<T>(
@@ -719,6 +802,43 @@ mod tests {
             );
             assert!(c.take_warnings().is_empty());
         }
+    }
+
+    #[test]
+    fn small_snap_length_is_warned_once_from_header_or_cut_frames() {
+        // Declared in the header.
+        let mut bytes = pcap_bytes(&[(1, 0, b"abc")]);
+        bytes[16..20].copy_from_slice(&96u32.to_le_bytes());
+        let p = write_tmp("snap96.pcap", &bytes);
+        let mut c = Capture::open(&[p.to_path_buf()]).expect("open");
+        read_all(&mut c).expect("read");
+        assert_eq!(c.snaplen(), Some(96));
+        let w = c.take_warnings();
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(matches!(w[0], Warning::SmallSnaplen { snaplen: 96, .. }));
+        assert!(w[0].to_string().contains("snap length 96"));
+
+        // Header says 65535 but frames were cut at 60 bytes afterwards
+        // (editcap -s): the cut length is what counts.
+        let mut bytes = pcap_bytes(&[(1, 0, &[7u8; 60]), (2, 0, &[8u8; 60])]);
+        for rec in [24usize, 24 + 16 + 60] {
+            // orig_len 1000: each frame was longer on the wire.
+            bytes[rec + 12..rec + 16].copy_from_slice(&1000u32.to_le_bytes());
+        }
+        let p = write_tmp("cut60.pcap", &bytes);
+        let mut c = Capture::open(&[p.to_path_buf()]).expect("open");
+        assert_eq!(read_all(&mut c).expect("read").len(), 2);
+        assert_eq!(c.snaplen(), Some(60));
+        let w = c.take_warnings();
+        assert_eq!(w.len(), 1, "one warning per file: {w:?}");
+        assert!(matches!(w[0], Warning::SmallSnaplen { snaplen: 60, .. }));
+
+        // A full snap length and whole frames: nothing to say.
+        let p = write_tmp("whole.pcap", &pcap_bytes(&[(1, 0, b"abc")]));
+        let mut c = Capture::open(&[p.to_path_buf()]).expect("open");
+        read_all(&mut c).expect("read");
+        assert_eq!(c.snaplen(), Some(65535));
+        assert!(c.take_warnings().is_empty());
     }
 
     #[test]

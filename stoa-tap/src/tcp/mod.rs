@@ -35,6 +35,12 @@ pub trait StreamHandler: Sized {
     fn on_close(&mut self, ctx: &mut Self::Ctx, reason: CloseReason, ts: u64);
     /// Heap bytes held by the handler (counted against the global cap).
     fn heap_bytes(&self) -> usize;
+    /// True while a message or exchange is in progress (a head or body
+    /// partly read, a request waiting for its response). Such connections are
+    /// evicted last under memory pressure.
+    fn in_exchange(&self) -> bool {
+        false
+    }
 }
 
 /// Which connections are analysed and how they are oriented.
@@ -64,8 +70,10 @@ pub struct TcpConfig {
     pub idle_timeout_ns: u64,
     /// Out-of-order bytes buffered per direction before giving up on a hole.
     pub max_buffer_per_direction: usize,
-    /// Memory (buffers, parser state, flow entries) for all connections together;
-    /// over it the least recently active connections are evicted.
+    /// Memory for all connections together: table slots, per-connection
+    /// state, out-of-order buffers and parser state. Over it connections are
+    /// evicted, those that never exchanged payload first, connections in the
+    /// middle of an exchange last (see [`EvictClass`]).
     pub memory_cap: usize,
     /// Most connections tracked at once.
     pub max_flows: usize,
@@ -100,8 +108,19 @@ pub struct TcpStats {
     pub flows_closed: u64,
     /// Connections closed by the idle timeout.
     pub flows_idle_timeout: u64,
-    /// Connections evicted to stay within the memory cap or flow limit.
+    /// Connections evicted to stay within the memory cap or flow limit
+    /// (the sum of the three `evicted_*` counters).
     pub flows_evicted: u64,
+    /// Evicted connections that never carried payload or whose other side
+    /// never answered (SYN-only, half-open, handshake-only: flood debris).
+    pub evicted_half_open: u64,
+    /// Evicted established connections with no exchange in progress.
+    pub evicted_idle: u64,
+    /// Evicted connections in the middle of an exchange (their exchange is
+    /// emitted cut short).
+    pub evicted_active: u64,
+    /// Times the memory cap or the flow limit forced an eviction batch.
+    pub eviction_batches: u64,
     /// Connections still open at the end of the capture.
     pub flows_open_at_end: u64,
     /// Payload bytes delivered in order.
@@ -138,7 +157,7 @@ pub struct TcpStats {
 }
 
 /// Canonical key: both directions of a connection map to the same entry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 struct FlowKey(SocketAddr, SocketAddr);
 
 impl FlowKey {
@@ -151,10 +170,41 @@ impl FlowKey {
     }
 }
 
+/// Eviction order under memory pressure or at the flow limit: lower classes
+/// go first, least recently active first within a class, ties by address.
+/// Floods (SYN floods, half-open connections with a few bytes) fill the
+/// lowest class, so they cannot push out established exchanges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum EvictClass {
+    /// Never carried payload, or only one side was ever seen.
+    HalfOpen = 0,
+    /// Established, carried payload, no exchange in progress.
+    Idle = 1,
+    /// An exchange is in progress (or bytes are buffered out of order).
+    Active = 2,
+}
+
+/// A connection's handler. It is opened at the first event it must see
+/// (bytes, a gap, an end, the close), so connections that never carry
+/// payload (SYN floods) cost only their reassembly state.
+enum HandlerSlot<H> {
+    /// Analysed; nothing handed to the handler yet.
+    Unopened,
+    /// Analysed; boxed so an unopened connection does not pay for its size.
+    Open(Box<H>),
+    /// Not HTTP: segments are counted and ignored until the flow ends.
+    NotHttp,
+}
+
 struct Flow<H> {
-    id: FlowId,
-    /// None: not HTTP, segments are counted and ignored until the flow ends.
-    handler: Option<H>,
+    /// The client is the first address of the key (else the second): the
+    /// key already holds both addresses.
+    client_first: bool,
+    /// A segment of each direction (client->server, server->client) was seen.
+    seen: [bool; 2],
+    /// A segment with payload was seen.
+    payload_seen: bool,
+    handler: HandlerSlot<H>,
     dirs: [HalfStream; 2],
     first_ts: u64,
     last_ts: u64,
@@ -164,7 +214,45 @@ struct Flow<H> {
     held: std::collections::VecDeque<Held>,
 }
 
+impl<H: StreamHandler> Flow<H> {
+    fn class(&self) -> EvictClass {
+        if !(self.payload_seen && self.seen[0] && self.seen[1]) {
+            EvictClass::HalfOpen
+        } else if self.held.is_empty()
+            && self.dirs[0].buffered_bytes() == 0
+            && self.dirs[1].buffered_bytes() == 0
+            && !matches!(&self.handler, HandlerSlot::Open(h) if h.in_exchange())
+        {
+            EvictClass::Idle
+        } else {
+            EvictClass::Active
+        }
+    }
+
+    /// Eviction rank: smaller goes first.
+    fn rank(&self) -> (EvictClass, u64) {
+        (self.class(), self.last_ts)
+    }
+}
+
 impl<H> Flow<H> {
+    fn client(&self, key: &FlowKey) -> SocketAddr {
+        if self.client_first {
+            key.0
+        } else {
+            key.1
+        }
+    }
+
+    fn id(&self, key: &FlowKey) -> FlowId {
+        let (client, server) = if self.client_first {
+            (key.0, key.1)
+        } else {
+            (key.1, key.0)
+        };
+        FlowId { client, server }
+    }
+
     fn buffered(&self) -> usize {
         self.dirs[0].buffered_bytes()
             + self.dirs[1].buffered_bytes()
@@ -201,15 +289,76 @@ const HELD_COST: usize = 128;
 /// How long a closed connection's late segments are recognised (Linux TIME_WAIT).
 const CLOSED_LINGER_NS: u64 = 60 * 1_000_000_000;
 
-/// Cost of one table slot, for the memory cap (the entry plus its control byte).
-fn flow_overhead<H>() -> usize {
-    std::mem::size_of::<(FlowKey, Flow<H>)>() + 1
+/// Per opened handler, for its small allocations (allocator bookkeeping and
+/// rounding that `heap_bytes` does not see).
+const HANDLER_SLACK: usize = 64;
+
+/// Control bytes past the end of a hashbrown table (its SIMD group width).
+const TABLE_TAIL: usize = 16;
+
+/// Bytes allocated by a hash table of `capacity` (as reported by
+/// `HashMap::capacity`) with entries of `entry` bytes: hashbrown allocates a
+/// power-of-two number of buckets, 7/8 of which are usable, each with an
+/// entry slot and a control byte. The allocation depends on the capacity,
+/// not on how many entries are in use.
+fn table_bytes(capacity: usize, entry: usize) -> usize {
+    if capacity == 0 {
+        return 0;
+    }
+    let buckets = if capacity < 8 {
+        (capacity + 1).next_power_of_two()
+    } else {
+        (capacity / 7 * 8).next_power_of_two()
+    };
+    buckets * (entry + 1) + TABLE_TAIL
 }
+
+/// Bytes the allocator hands out for a request of `n`: size classes are
+/// 16 bytes apart up to 128, then four per doubling (mimalloc's bins; the
+/// system allocator's rounding is finer).
+fn alloc_class(n: usize) -> usize {
+    if n <= 128 {
+        return n.next_multiple_of(16);
+    }
+    let top = 1usize << (usize::BITS - 1 - (n - 1).leading_zeros());
+    n.next_multiple_of(top / 4)
+}
+
+/// Heap cost of one connection's state, boxed outside the table.
+fn flow_box_bytes<H>() -> usize {
+    alloc_class(std::mem::size_of::<Flow<H>>())
+}
+
+/// Heap cost of an opened handler: its box plus what it reports, the latter
+/// with a quarter more for allocator rounding and the short-lived
+/// allocations of parsing (measured: a flood of connections holding partial
+/// heads costs about that much more than their buffers' capacities).
+fn handler_bytes<H: StreamHandler>(slot: &HandlerSlot<H>) -> usize {
+    match slot {
+        HandlerSlot::Open(h) => {
+            let heap = h.heap_bytes();
+            alloc_class(std::mem::size_of::<H>()) + heap + heap / 4 + HANDLER_SLACK
+        }
+        HandlerSlot::Unopened | HandlerSlot::NotHttp => 0,
+    }
+}
+
+/// Table slot of one connection: its key and the box pointer.
+type Slot<H> = (FlowKey, Box<Flow<H>>);
+
+/// Entry of the table of recently closed connections.
+type ClosedSlot = (FlowKey, u64);
+
+/// Below this many slots a table is not worth shrinking.
+const SHRINK_MIN_CAPACITY: usize = 4096;
 
 /// The table of live connections.
 pub struct FlowTable<H: StreamHandler> {
     cfg: TcpConfig,
-    flows: FxHashMap<FlowKey, Flow<H>>,
+    /// Connection state is boxed: the table's allocation is sized by its
+    /// capacity (which only grows until shrunk), so large inline entries
+    /// would waste memory in every empty slot.
+    flows: FxHashMap<FlowKey, Box<Flow<H>>>,
     /// Connections closed by FIN/RST and when, so late segments do not
     /// reopen them as mid-stream pickups (like TIME_WAIT).
     closed: FxHashMap<FlowKey, u64>,
@@ -274,12 +423,23 @@ impl<H: StreamHandler> FlowTable<H> {
         self.flows.is_empty()
     }
 
-    /// Memory accounted against the cap right now.
+    /// Memory accounted against the cap right now: both tables by their
+    /// allocated capacity, each connection's boxed state, and the variable
+    /// part (out-of-order buffers, held segments, parser heap).
     pub fn memory_bytes(&self) -> usize {
-        // Tables are charged for their capacity: they do not shrink.
-        self.variable_bytes
-            + self.flows.capacity() * flow_overhead::<H>()
-            + self.closed.capacity() * (std::mem::size_of::<(FlowKey, u64)>() + 1)
+        self.fixed_bytes() + self.flows.len() * flow_box_bytes::<H>() + self.variable_bytes
+    }
+
+    /// The part of [`FlowTable::memory_bytes`] that evicting connections does
+    /// not give back (table allocations, until they are shrunk).
+    ///
+    /// A table that grew left its previous allocation (half its size) to
+    /// the allocator, which gives memory back to the system lazily: that
+    /// half is counted too.
+    fn fixed_bytes(&self) -> usize {
+        let t = table_bytes(self.flows.capacity(), std::mem::size_of::<Slot<H>>())
+            + table_bytes(self.closed.capacity(), std::mem::size_of::<ClosedSlot>());
+        t + t / 2
     }
 
     /// Replaces the server ports (takes effect for new connections).
@@ -350,7 +510,7 @@ impl<H: StreamHandler> FlowTable<H> {
         // starts a new connection (port reuse).
         if syn_only {
             let restart = self.flows.get(&key).is_some_and(|f| {
-                let d = if f.id.client == seg.src { 0 } else { 1 };
+                let d = if f.client(&key) == seg.src { 0 } else { 1 };
                 f.dirs[d].is_started() && !f.dirs[d].is_syn_seq(seg.seq)
             });
             if restart {
@@ -385,7 +545,8 @@ impl<H: StreamHandler> FlowTable<H> {
                 return;
             };
             if self.flows.len() >= self.cfg.max_flows {
-                self.evict_oldest(ctx, ts, self.cfg.max_flows / 100 + 1);
+                // A batch (5% of the limit) so the ranking pass is not paid per new connection.
+                self.evict(ctx, ts, self.cfg.max_flows / 20 + 1, usize::MAX);
             }
             let midstream = !seg.flags.has(TcpFlags::SYN);
             let http_ok = match self.cfg.ports {
@@ -402,18 +563,24 @@ impl<H: StreamHandler> FlowTable<H> {
                 self.stats.flows_midstream += 1;
             }
             self.closed.remove(&key);
-            let handler = http_ok.then(|| H::open(id, ctx));
+            let handler = if http_ok {
+                HandlerSlot::Unopened
+            } else {
+                HandlerSlot::NotHttp
+            };
             self.flows.insert(
                 key,
-                Flow {
-                    id,
+                Box::new(Flow {
+                    client_first: id.client == key.0,
+                    seen: [false; 2],
+                    payload_seen: false,
                     handler,
                     dirs: [HalfStream::default(), HalfStream::default()],
                     first_ts: ts,
                     last_ts: ts,
                     handler_bytes: 0,
                     held: Default::default(),
-                },
+                }),
             );
         }
 
@@ -423,11 +590,14 @@ impl<H: StreamHandler> FlowTable<H> {
             return;
         };
         flow.last_ts = ts;
-        let dir = if seg.src == flow.id.client {
+        let id = flow.id(&key);
+        let dir = if seg.src == id.client {
             Direction::ClientToServer
         } else {
             Direction::ServerToClient
         };
+        flow.seen[dir.index()] = true;
+        flow.payload_seen |= !seg.payload.is_empty();
         let before = flow.buffered();
         let stats = &mut self.stats;
         let Flow {
@@ -435,8 +605,8 @@ impl<H: StreamHandler> FlowTable<H> {
             dirs,
             held,
             ..
-        } = flow;
-        let Some(h) = handler.as_mut() else {
+        } = &mut **flow;
+        if matches!(handler, HandlerSlot::NotHttp) {
             stats.segments_not_http += 1;
             if seg.flags.has(TcpFlags::RST) || (dirs_closed(dirs) && seg.flags.has(TcpFlags::FIN)) {
                 self.remove_flow(key);
@@ -447,7 +617,7 @@ impl<H: StreamHandler> FlowTable<H> {
                 }
             }
             return;
-        };
+        }
         // With --port any, a connection whose SYN was seen is dropped from
         // analysis if its first client bytes are not HTTP.
         if any_ports
@@ -456,12 +626,18 @@ impl<H: StreamHandler> FlowTable<H> {
             && (!dirs[0].is_started() || dirs[0].at_stream_start(seg.seq))
             && !looks_like_request(seg.payload)
         {
-            *handler = None;
+            *handler = HandlerSlot::NotHttp;
             stats.segments_not_http += 1;
             return;
         }
 
-        release_held(dirs, held, h, ctx, stats, cap, ts, false);
+        let mut sink = Sink {
+            slot: handler,
+            id,
+            ctx,
+        };
+        let h = &mut sink;
+        release_held(dirs, held, h, stats, cap, ts, false);
         let other_held = held.iter().any(|x| x.dir != dir);
         let same_held = held.iter().any(|x| x.dir == dir);
         let waits_for_peer = seg.flags.has(TcpFlags::ACK)
@@ -482,25 +658,14 @@ impl<H: StreamHandler> FlowTable<H> {
             });
         } else {
             // With the other direction held, its bytes were seen: no gap for them.
-            apply_segment(
-                dirs,
-                h,
-                ctx,
-                stats,
-                cap,
-                dir,
-                seg,
-                missing_tail,
-                ts,
-                !other_held,
-            );
-            release_held(dirs, held, h, ctx, stats, cap, ts, false);
+            apply_segment(dirs, h, stats, cap, dir, seg, missing_tail, ts, !other_held);
+            release_held(dirs, held, h, stats, cap, ts, false);
         }
 
         let reset = seg.flags.has(TcpFlags::RST);
         let finished = dirs_closed(dirs);
         let after = flow.buffered();
-        let hb = flow.handler.as_ref().map_or(0, |h| h.heap_bytes());
+        let hb = handler_bytes(&flow.handler);
         let old_hb = std::mem::replace(&mut flow.handler_bytes, hb);
         self.variable_bytes = (self.variable_bytes + after + hb).saturating_sub(before + old_hb);
         self.stats.buffered_bytes =
@@ -516,7 +681,12 @@ impl<H: StreamHandler> FlowTable<H> {
         let mem = self.memory_bytes();
         self.stats.peak_memory_bytes = self.stats.peak_memory_bytes.max(mem as u64);
         if mem > self.cfg.memory_cap {
-            self.enforce_cap(ctx, ts);
+            // Small batches: the evicted connections' exchanges (cut short)
+            // are built all at once, and the allocator keeps what they freed
+            // for a while; 1% of the cap per batch kept a flood's peak
+            // resident memory ~10 MB lower than 3% did, for one pass over
+            // the table per batch.
+            self.evict(ctx, ts, 0, self.cfg.memory_cap / 100 * 99);
         }
     }
 
@@ -550,21 +720,32 @@ impl<H: StreamHandler> FlowTable<H> {
             CloseReason::EndOfCapture => self.stats.flows_open_at_end += 1,
         }
         let cap = self.cfg.max_buffer_per_direction;
+        let id = f.id(&key);
         let Flow {
             handler,
             dirs,
             held,
             ..
-        } = &mut f;
-        let Some(h) = handler.as_mut() else {
+        } = &mut *f;
+        if matches!(handler, HandlerSlot::NotHttp) {
             return;
+        }
+        let mut sink = Sink {
+            slot: handler,
+            id,
+            ctx,
         };
-        release_held(dirs, held, h, ctx, &mut self.stats, cap, ts, true);
+        let h = &mut sink;
+        release_held(dirs, held, h, &mut self.stats, cap, ts, true);
         // Whatever is still buffered is delivered, holes becoming gaps.
         for dir in [Direction::ClientToServer, Direction::ServerToClient] {
-            dirs[dir.index()].flush(ts, &mut self.stats, &mut |ev| dispatch(h, ctx, dir, ev));
+            dirs[dir.index()].flush(ts, &mut self.stats, &mut |ev| h.emit(dir, ev));
         }
-        h.on_close(ctx, reason, ts);
+        // Every analysed connection sees its close, even one that never
+        // carried anything (its handler is opened just for that).
+        if let Some((h, ctx)) = h.open() {
+            h.on_close(ctx, reason, ts);
+        }
     }
 
     /// Closes connections idle for longer than the timeout as of `now`.
@@ -577,19 +758,25 @@ impl<H: StreamHandler> FlowTable<H> {
             .retain(|_, at| now.saturating_sub(*at) <= CLOSED_LINGER_NS);
         // Held segments whose wait is over go on (their gap declared).
         let cap = self.cfg.max_buffer_per_direction;
-        for f in self.flows.values_mut() {
+        for (key, f) in self.flows.iter_mut() {
             if f.held.is_empty() {
                 continue;
             }
             let before = f.buffered();
+            let id = f.id(key);
             let Flow {
                 handler,
                 dirs,
                 held,
                 ..
-            } = f;
-            if let Some(h) = handler.as_mut() {
-                release_held(dirs, held, h, ctx, &mut self.stats, cap, now, false);
+            } = &mut **f;
+            if !matches!(handler, HandlerSlot::NotHttp) {
+                let mut sink = Sink {
+                    slot: handler,
+                    id,
+                    ctx: &mut *ctx,
+                };
+                release_held(dirs, held, &mut sink, &mut self.stats, cap, now, false);
             }
             let after = f.buffered();
             self.variable_bytes = (self.variable_bytes + after).saturating_sub(before);
@@ -607,51 +794,108 @@ impl<H: StreamHandler> FlowTable<H> {
         for (_, k) in idle {
             self.close_flow(ctx, k, CloseReason::IdleTimeout, now);
         }
+        self.shrink_tables();
     }
 
-    /// Evicts the `n` least recently active connections.
-    fn evict_oldest(&mut self, ctx: &mut H::Ctx, now: u64, n: usize) {
-        let mut all: Vec<(u64, FlowKey)> =
-            self.flows.iter().map(|(k, f)| (f.last_ts, *k)).collect();
-        let n = n.min(all.len());
-        if n == 0 {
-            return;
-        }
-        all.select_nth_unstable_by(n - 1, |a, b| {
-            a.0.cmp(&b.0).then_with(|| cmp_key(&a.1, &b.1))
-        });
-        all.truncate(n);
-        all.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| cmp_key(&a.1, &b.1)));
-        for (_, k) in all {
-            self.close_flow(ctx, k, CloseReason::Evicted, now);
-        }
-    }
-
-    /// Evicts least recently active connections until memory is under 90% of the cap.
-    fn enforce_cap(&mut self, ctx: &mut H::Ctx, now: u64) {
-        let target = self.cfg.memory_cap / 10 * 9;
-        let mut order: Vec<(u64, FlowKey)> =
-            self.flows.iter().map(|(k, f)| (f.last_ts, *k)).collect();
-        order.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| cmp_key(&a.1, &b.1)));
-        for (_, k) in order {
-            if self.memory_bytes() <= target {
+    /// Evicts at least `min_count` connections and then more until memory is
+    /// at most `mem_target`, in [`EvictClass`] order (least recently active
+    /// first within a class, ties by address).
+    ///
+    /// The whole table is not sorted: one pass ranks every connection, a
+    /// selection finds the rank below which enough connections lie, and only
+    /// those are sorted and closed. Batches (down to 99% of the cap, or 5% of
+    /// the flow limit) keep this off the per-packet path.
+    fn evict(&mut self, ctx: &mut H::Ctx, now: u64, mut min_count: usize, mem_target: usize) {
+        // Evicting cannot give back the table allocations themselves.
+        let mem_target = mem_target.max(self.fixed_bytes());
+        let mut batch_counted = false;
+        loop {
+            let mem = self.memory_bytes();
+            if self.flows.is_empty() || (min_count == 0 && mem <= mem_target) {
                 break;
             }
-            self.close_flow(ctx, k, CloseReason::Evicted, now);
+            if !batch_counted {
+                self.stats.eviction_batches += 1;
+                batch_counted = true;
+            }
+            // How many connections to take this round, from the average cost
+            // of one; another round follows if they were cheaper than that.
+            let per_flow = ((mem - self.fixed_bytes()) / self.flows.len()).max(1);
+            let want = (mem.saturating_sub(mem_target).div_ceil(per_flow))
+                .max(min_count)
+                .clamp(1, self.flows.len());
+            let mut ranks: Vec<(EvictClass, u64)> = self.flows.values().map(|f| f.rank()).collect();
+            let (_, &mut threshold, _) = ranks.select_nth_unstable(want - 1);
+            drop(ranks);
+            let mut chosen: Vec<((EvictClass, u64), FlowKey)> = self
+                .flows
+                .iter()
+                .filter_map(|(k, f)| {
+                    let r = f.rank();
+                    (r <= threshold).then_some((r, *k))
+                })
+                .collect();
+            chosen.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| cmp_key(&a.1, &b.1)));
+            for ((class, _), k) in chosen {
+                if min_count == 0 && self.memory_bytes() <= mem_target {
+                    break;
+                }
+                match class {
+                    EvictClass::HalfOpen => self.stats.evicted_half_open += 1,
+                    EvictClass::Idle => self.stats.evicted_idle += 1,
+                    EvictClass::Active => self.stats.evicted_active += 1,
+                }
+                tracing::trace!(?class, "evicting connection");
+                self.close_flow(ctx, k, CloseReason::Evicted, now);
+                min_count = min_count.saturating_sub(1);
+            }
+        }
+    }
+
+    /// Gives memory back after a flood: a table far larger than what it
+    /// holds is reallocated at twice its use.
+    fn shrink_tables(&mut self) {
+        let cap = self.flows.capacity();
+        if cap > SHRINK_MIN_CAPACITY && self.flows.len() * 4 < cap {
+            self.flows.shrink_to(self.flows.len() * 2);
+        }
+        let cap = self.closed.capacity();
+        if cap > SHRINK_MIN_CAPACITY && self.closed.len() * 4 < cap {
+            self.closed.shrink_to(self.closed.len() * 2);
         }
     }
 
     /// Closes every connection (end of capture), oldest first so output order
     /// does not depend on hash order.
     pub fn finish(&mut self, ctx: &mut H::Ctx, ts: u64) {
-        let mut all: Vec<(u64, FlowKey)> =
-            self.flows.iter().map(|(k, f)| (f.first_ts, *k)).collect();
-        all.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| cmp_key(&a.1, &b.1)));
-        for (_, k) in all {
+        while !self.finish_some(ctx, ts, FINISH_BATCH) {}
+    }
+
+    /// Closes up to `max` connections as [`FlowTable::finish`] does, oldest
+    /// first; true once none is left. Callers that take the exchanges
+    /// between calls keep the end of a capture with many open connections
+    /// from holding all their exchanges at once.
+    pub fn finish_some(&mut self, ctx: &mut H::Ctx, ts: u64, max: usize) -> bool {
+        let max = max.clamp(1, self.flows.len().max(1));
+        // The `max` oldest by a bounded max-heap: one pass, no copy of the table.
+        let mut oldest: std::collections::BinaryHeap<(u64, FlowKey)> =
+            std::collections::BinaryHeap::with_capacity(max + 1);
+        for (k, f) in &self.flows {
+            oldest.push((f.first_ts, *k));
+            if oldest.len() > max {
+                oldest.pop();
+            }
+        }
+        for (_, k) in oldest.into_sorted_vec() {
             self.close_flow(ctx, k, CloseReason::EndOfCapture, ts);
         }
+        self.shrink_tables();
+        self.flows.is_empty()
     }
 }
+
+/// Connections closed per pass at the end of a capture.
+const FINISH_BATCH: usize = 4096;
 
 /// Hands one segment to its direction's reassembly. With `ack_gaps`, bytes of
 /// the other direction that the segment acknowledges but the capture never
@@ -660,8 +904,7 @@ impl<H: StreamHandler> FlowTable<H> {
 #[allow(clippy::too_many_arguments)]
 fn apply_segment<H: StreamHandler>(
     dirs: &mut [HalfStream; 2],
-    h: &mut H,
-    ctx: &mut H::Ctx,
+    h: &mut Sink<'_, H>,
     stats: &mut TcpStats,
     cap: usize,
     dir: Direction,
@@ -672,16 +915,14 @@ fn apply_segment<H: StreamHandler>(
 ) {
     if ack_gaps && seg.flags.has(TcpFlags::ACK) && !seg.payload.is_empty() {
         let other = dir.reverse();
-        dirs[other.index()].acked_up_to(seg.ack, ts, stats, &mut |ev| dispatch(h, ctx, other, ev));
+        dirs[other.index()].acked_up_to(seg.ack, ts, stats, &mut |ev| h.emit(other, ev));
     }
-    dirs[dir.index()].segment(seg, missing_tail, ts, cap, stats, &mut |ev| {
-        dispatch(h, ctx, dir, ev)
-    });
+    dirs[dir.index()].segment(seg, missing_tail, ts, cap, stats, &mut |ev| h.emit(dir, ev));
     if ack_gaps {
         // What the other direction had buffered past the acknowledged point
         // comes after this segment.
         let other = dir.reverse();
-        dirs[other.index()].drain_ready(stats, &mut |ev| dispatch(h, ctx, other, ev));
+        dirs[other.index()].drain_ready(stats, &mut |ev| h.emit(other, ev));
     }
 }
 
@@ -691,8 +932,7 @@ fn apply_segment<H: StreamHandler>(
 fn release_held<H: StreamHandler>(
     dirs: &mut [HalfStream; 2],
     held: &mut std::collections::VecDeque<Held>,
-    h: &mut H,
-    ctx: &mut H::Ctx,
+    h: &mut Sink<'_, H>,
     stats: &mut TcpStats,
     cap: usize,
     now: u64,
@@ -719,18 +959,7 @@ fn release_held<H: StreamHandler>(
             flags: x.flags,
             payload: &x.payload,
         };
-        apply_segment(
-            dirs,
-            h,
-            ctx,
-            stats,
-            cap,
-            x.dir,
-            &seg,
-            x.missing_tail,
-            x.ts,
-            true,
-        );
+        apply_segment(dirs, h, stats, cap, x.dir, &seg, x.missing_tail, x.ts, true);
     }
 }
 
@@ -753,11 +982,35 @@ pub enum StreamEvent<'a> {
     End(EndKind, u64),
 }
 
-fn dispatch<H: StreamHandler>(h: &mut H, ctx: &mut H::Ctx, dir: Direction, ev: StreamEvent<'_>) {
-    match ev {
-        StreamEvent::Data(d, ts) => h.on_data(ctx, dir, d, ts),
-        StreamEvent::Gap(len, ts) => h.on_gap(ctx, dir, len, ts),
-        StreamEvent::End(kind, ts) => h.on_end(ctx, dir, kind, ts),
+/// Hands reassembly events to a connection's handler, opening it on the first.
+struct Sink<'a, H: StreamHandler> {
+    slot: &'a mut HandlerSlot<H>,
+    id: FlowId,
+    ctx: &'a mut H::Ctx,
+}
+
+impl<H: StreamHandler> Sink<'_, H> {
+    /// The handler (opened now if it was not yet) and the shared context;
+    /// None for a connection that is not analysed.
+    fn open(&mut self) -> Option<(&mut H, &mut H::Ctx)> {
+        if matches!(self.slot, HandlerSlot::Unopened) {
+            *self.slot = HandlerSlot::Open(Box::new(H::open(self.id, self.ctx)));
+        }
+        match self.slot {
+            HandlerSlot::Open(h) => Some((&mut **h, &mut *self.ctx)),
+            HandlerSlot::Unopened | HandlerSlot::NotHttp => None,
+        }
+    }
+
+    fn emit(&mut self, dir: Direction, ev: StreamEvent<'_>) {
+        let Some((h, ctx)) = self.open() else {
+            return;
+        };
+        match ev {
+            StreamEvent::Data(d, ts) => h.on_data(ctx, dir, d, ts),
+            StreamEvent::Gap(len, ts) => h.on_gap(ctx, dir, len, ts),
+            StreamEvent::End(kind, ts) => h.on_end(ctx, dir, kind, ts),
+        }
     }
 }
 

@@ -44,6 +44,10 @@ impl StreamHandler for RecH {
     fn heap_bytes(&self) -> usize {
         self.1.streams[0].len() + self.1.streams[1].len()
     }
+    /// A request seen and no response yet (enough for the eviction tests).
+    fn in_exchange(&self) -> bool {
+        !self.1.streams[0].is_empty() && self.1.streams[1].is_empty()
+    }
 }
 
 fn addr(side: u8, port: u16) -> SocketAddr {
@@ -75,6 +79,26 @@ fn feed(table: &mut FlowTable<RecH>, ctx: &mut Ctx, pkts: &[Pkt], client_port: u
             payload: &p.payload,
         };
         table.process(ctx, &seg, 1_000_000_000 + i as u64 * 1000);
+    }
+}
+
+/// Like [`feed`], with capture times from `t0` on (1 us apart).
+fn feed_at(table: &mut FlowTable<RecH>, ctx: &mut Ctx, pkts: &[Pkt], client_port: u16, t0: u64) {
+    for (i, p) in pkts.iter().enumerate() {
+        let (src, dst) = if p.side == C {
+            (addr(C, client_port), addr(S, 5555))
+        } else {
+            (addr(S, 5555), addr(C, client_port))
+        };
+        let seg = TcpSegment {
+            src,
+            dst,
+            seq: p.seq,
+            ack: p.ack,
+            flags: TcpFlags(p.flags),
+            payload: &p.payload,
+        };
+        table.process(ctx, &seg, t0 + i as u64 * 1000);
     }
 }
 
@@ -441,7 +465,7 @@ fn memory_cap_evicts_least_recently_active() {
             },
         ];
         feed(&mut table, &mut ctx, &pkts, 30000 + port);
-        assert!(table.memory_bytes() <= 64 * 1024 + 8192 + flow_overhead::<RecH>() * 2);
+        assert!(table.memory_bytes() <= 64 * 1024 + 8192 + (flow_box_bytes::<RecH>() + 64) * 2);
     }
     assert!(table.stats.flows_evicted > 0);
     assert!(table.stats.peak_memory_bytes > 0);
@@ -475,4 +499,173 @@ fn idle_connections_time_out() {
     table.process(&mut ctx, &b, 20_000_000_000);
     assert_eq!(table.stats.flows_idle_timeout, 1);
     assert_eq!(table.len(), 1);
+}
+
+/// A SYN from a flood source: a distinct client address per `i`.
+fn flood_syn(table: &mut FlowTable<RecH>, ctx: &mut Ctx, i: u32, ts: u64) {
+    let client = SocketAddr::new(
+        IpAddr::V4(Ipv4Addr::new(10, (i >> 16) as u8, (i >> 8) as u8, i as u8)),
+        1024 + (i % 50_000) as u16,
+    );
+    let seg = TcpSegment {
+        src: client,
+        dst: addr(S, 5555),
+        seq: i.wrapping_mul(7919),
+        ack: 0,
+        flags: TcpFlags(SYN),
+        payload: b"",
+    };
+    table.process(ctx, &seg, ts);
+}
+
+/// `(handshake + request)` of an exchange waiting for its response, and
+/// `(handshake + request + response)` of an idle established connection.
+fn active_and_idle() -> (Vec<Pkt>, Vec<Pkt>) {
+    let (hs, c, _, _) = conversation(100, 900, b"GET /a HTTP/1.1\r\n\r\n", b"", &[], &[]);
+    let active: Vec<Pkt> = hs.into_iter().chain(c).collect();
+    let (hs, c, sd, _) = conversation(
+        300,
+        700,
+        b"GET /i HTTP/1.1\r\n\r\n",
+        b"HTTP/1.1 204 No Content\r\n\r\n",
+        &[],
+        &[],
+    );
+    let idle: Vec<Pkt> = hs.into_iter().chain(c).chain(sd).collect();
+    (active, idle)
+}
+
+#[test]
+fn syn_flood_at_the_flow_limit_evicts_only_half_open_connections() {
+    let cfg = TcpConfig {
+        max_flows: 200,
+        ..TcpConfig::default()
+    };
+    let mut table = FlowTable::new(cfg);
+    let mut ctx = Ctx::default();
+    let (active, idle) = active_and_idle();
+    // The established connections are the least recently active ones.
+    feed_at(&mut table, &mut ctx, &active, 40000, 1_000_000_000);
+    feed_at(&mut table, &mut ctx, &idle, 40001, 1_000_100_000);
+    for i in 0..5000 {
+        flood_syn(&mut table, &mut ctx, i, 1_001_000_000 + u64::from(i) * 1000);
+        assert!(table.len() <= 200);
+    }
+    let s = &table.stats;
+    assert!(s.flows_evicted >= 4800, "{s:?}");
+    assert_eq!(s.evicted_half_open, s.flows_evicted);
+    assert_eq!((s.evicted_idle, s.evicted_active), (0, 0));
+    assert!(s.eviction_batches > 0 && s.eviction_batches < s.flows_evicted);
+    table.finish(&mut ctx, 2_000_000_000);
+    let port_of = |p: u16| {
+        ctx.done
+            .iter()
+            .find(|(id, _)| id.client.port() == p)
+            .map(|(_, r)| r.closed)
+    };
+    assert_eq!(port_of(40000), Some(Some(CloseReason::EndOfCapture)));
+    assert_eq!(port_of(40001), Some(Some(CloseReason::EndOfCapture)));
+}
+
+#[test]
+fn memory_cap_evicts_half_open_then_idle_then_active() {
+    // Room for a few hundred SYN-only connections.
+    let per_flow = flow_box_bytes::<RecH>() + 2 * std::mem::size_of::<Slot<RecH>>();
+    let cfg = TcpConfig {
+        memory_cap: 300 * per_flow,
+        ..TcpConfig::default()
+    };
+    let mut table = FlowTable::new(cfg);
+    let mut ctx = Ctx::default();
+    let (active, idle) = active_and_idle();
+    feed_at(&mut table, &mut ctx, &active, 40000, 1_000_000_000);
+    feed_at(&mut table, &mut ctx, &idle, 40001, 1_000_100_000);
+    // A SYN flood: only its own connections go.
+    for i in 0..2000 {
+        flood_syn(&mut table, &mut ctx, i, 1_001_000_000 + u64::from(i) * 1000);
+        assert!(table.memory_bytes() <= 300 * per_flow + per_flow);
+    }
+    assert!(table.stats.evicted_half_open > 1000, "{:?}", table.stats);
+    assert_eq!(table.stats.evicted_half_open, table.stats.flows_evicted);
+    assert!(table.stats.peak_memory_bytes <= (300 * per_flow + per_flow) as u64);
+    // Established idle connections now fill the table: the other idle one
+    // (older) goes before the exchange in progress (oldest of all).
+    let (_, idle_template) = active_and_idle();
+    for p in 0..400u16 {
+        feed_at(
+            &mut table,
+            &mut ctx,
+            &idle_template,
+            41000 + p,
+            1_100_000_000 + u64::from(p) * 100_000,
+        );
+    }
+    let s = table.stats.clone();
+    assert!(s.evicted_idle > 0, "{s:?}");
+    assert_eq!(s.evicted_active, 0, "{s:?}");
+    let closed = |p: u16| {
+        ctx.done
+            .iter()
+            .find(|(id, _)| id.client.port() == p)
+            .and_then(|(_, r)| r.closed)
+    };
+    assert_eq!(closed(40001), Some(CloseReason::Evicted));
+    assert_eq!(
+        closed(40000),
+        None,
+        "the exchange in progress is still tracked"
+    );
+    assert_eq!(
+        s.flows_evicted,
+        s.evicted_half_open + s.evicted_idle + s.evicted_active
+    );
+}
+
+#[test]
+fn memory_counts_every_connection_and_shrinks_after_a_flood() {
+    let mut table = FlowTable::<RecH>::new(TcpConfig::default());
+    let mut ctx = Ctx::default();
+    let empty = table.memory_bytes();
+    for i in 0..20_000 {
+        flood_syn(&mut table, &mut ctx, i, 1_000_000_000 + u64::from(i));
+    }
+    let full = table.memory_bytes();
+    // Each connection costs at least its boxed state and its table slot.
+    let floor = 20_000 * (std::mem::size_of::<Flow<RecH>>() + std::mem::size_of::<Slot<RecH>>());
+    assert!(full - empty >= floor, "{full} < {floor}");
+    // The flood times out; the table is shrunk at the next sweep.
+    let late = 1_000_000_000 + TcpConfig::default().idle_timeout_ns + 2_000_000_000;
+    table.expire_idle(&mut ctx, late);
+    assert_eq!(table.len(), 0);
+    table.expire_idle(&mut ctx, late + 1_000_000_000);
+    assert!(
+        table.memory_bytes() < full / 8,
+        "{} after the flood left, {full} during it",
+        table.memory_bytes()
+    );
+}
+
+#[test]
+fn end_of_capture_closes_in_steps_oldest_first() {
+    let mut table = FlowTable::<RecH>::new(TcpConfig::default());
+    let mut ctx = Ctx::default();
+    for i in 0..10 {
+        flood_syn(&mut table, &mut ctx, 9 - i, 1_000_000_000 + u64::from(i));
+    }
+    assert!(!table.finish_some(&mut ctx, 2_000_000_000, 4));
+    assert_eq!(ctx.done.len(), 4);
+    assert!(table.finish_some(&mut ctx, 2_000_000_000, 100));
+    let order: Vec<u8> = ctx
+        .done
+        .iter()
+        .map(|(id, _)| match id.client.ip() {
+            IpAddr::V4(a) => a.octets()[3],
+            IpAddr::V6(_) => 255,
+        })
+        .collect();
+    assert_eq!(order, [9, 8, 7, 6, 5, 4, 3, 2, 1, 0]);
+    assert!(ctx
+        .done
+        .iter()
+        .all(|(_, r)| r.closed == Some(CloseReason::EndOfCapture)));
 }

@@ -66,7 +66,9 @@ pub struct TproxyConfig {
     /// Connect upstream from the client's own address (IP_TRANSPARENT on the
     /// upstream socket, bound to the client IP), so the gateway sees the
     /// client rather than the relay. Needs the `socket transparent` rule and
-    /// the gateway's return route through this host.
+    /// the gateway's return route through this host; a gateway on this host
+    /// (same network namespace) cannot work, its connections are reset and
+    /// counted (`upstream_spoof_local`). See packaging/tproxy.md.
     pub spoof_client: bool,
     /// SO_MARK put on upstream sockets so the rules can exempt the relay's
     /// own traffic (0 = no mark). Must not share bits with the divert mark.
@@ -149,6 +151,10 @@ pub struct TproxyStats {
     pub connections_limit_waits: u64,
     /// Upstream connections that failed or timed out (the client was reset).
     pub upstream_connect_errors: u64,
+    /// ... of which not attempted: `spoof_client` with the gateway's address
+    /// on this host, whose answers to the client's address cannot come back
+    /// to the relay (the client was reset at once).
+    pub upstream_spoof_local: u64,
     /// Connections that ended with a reset or an I/O error.
     pub connections_reset: u64,
     /// Connections closed by the relay after `idle_timeout` without bytes.
@@ -202,6 +208,7 @@ pub(crate) struct Counters {
     pub connections_active: AtomicU64,
     pub connections_limit_waits: AtomicU64,
     pub upstream_connect_errors: AtomicU64,
+    pub upstream_spoof_local: AtomicU64,
     pub connections_reset: AtomicU64,
     pub connections_idle_closed: AtomicU64,
     pub bytes_c2s: AtomicU64,
@@ -236,6 +243,7 @@ impl Counters {
             connections_active: g(&self.connections_active),
             connections_limit_waits: g(&self.connections_limit_waits),
             upstream_connect_errors: g(&self.upstream_connect_errors),
+            upstream_spoof_local: g(&self.upstream_spoof_local),
             connections_reset: g(&self.connections_reset),
             connections_idle_closed: g(&self.connections_idle_closed),
             bytes_client_to_server: g(&self.bytes_c2s),

@@ -66,7 +66,7 @@
 //!   share is what gives.
 
 use super::queue::TapSender;
-use super::sock::{canonical, reset_on_close, upstream};
+use super::sock::{canonical, is_local_address, reset_on_close, spoofs, upstream};
 use super::tap::{ConnTap, DirTap};
 use super::{Counters, TproxyConfig};
 use crate::flow::{Direction, EndKind};
@@ -83,6 +83,11 @@ use tokio::time::Instant;
 
 /// Connection ids, unique for the life of the process (several relays may run).
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
+
+/// The same-host spoofing warning was logged (once per process; later
+/// cases are counted and logged at debug level).
+static SPOOF_LOCAL_WARNED: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
 
 /// A connection handed from the accept loop to a shard.
 struct Job {
@@ -176,6 +181,12 @@ pub(super) async fn run(
             return;
         }
     };
+    if cfg.spoof_client {
+        tracing::info!(listen = %cfg.listen,
+            "tproxy: spoof_client on: the gateway must be on another host and route its \
+             replies to clients through this one; connections to a gateway on this host are \
+             reset (upstream_spoof_local)");
+    }
     let listen_port = cfg.listen.port();
     let max = cfg.max_connections;
     let sem = Arc::new(Semaphore::new(max));
@@ -450,6 +461,25 @@ async fn relay_connection(
         // to its "original destination" would loop into ourselves.
         Counters::add(&counters.upstream_connect_errors, 1);
         tracing::warn!(conn, client = %client_addr, "tproxy: direct connection to the relay port refused");
+        reset_on_close(client);
+        return None;
+    }
+    if spoofs(cfg, client_addr, server) && is_local_address(server.ip()) {
+        // The gateway is on this host: its answers to the client's address
+        // are routed to the client, not back to this socket, so the connect
+        // could only time out while the client hangs. Reset it now.
+        Counters::add(&counters.upstream_connect_errors, 1);
+        Counters::add(&counters.upstream_spoof_local, 1);
+        if !SPOOF_LOCAL_WARNED.swap(true, Ordering::Relaxed) {
+            tracing::warn!(conn, client = %client_addr, server = %server,
+                "tproxy: spoof_client cannot reach a gateway on this host (its replies to the \
+                 client address do not come back to the relay); such connections are reset \
+                 (counter upstream_spoof_local): turn spoof_client off or run the gateway on \
+                 another host");
+        } else {
+            tracing::debug!(conn, client = %client_addr, server = %server,
+                "tproxy: spoofed connection to a local gateway reset");
+        }
         reset_on_close(client);
         return None;
     }

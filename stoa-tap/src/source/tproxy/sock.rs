@@ -61,7 +61,7 @@ pub(super) fn upstream(
         s.set_mark(cfg.upstream_mark)?;
     }
     s.set_tcp_nodelay(true)?;
-    if cfg.spoof_client && client.is_ipv4() == server.is_ipv4() {
+    if spoofs(cfg, client, server) {
         match server {
             SocketAddr::V4(_) => s.set_ip_transparent_v4(true)?,
             SocketAddr::V6(_) => s.set_ip_transparent_v6(true)?,
@@ -73,7 +73,68 @@ pub(super) fn upstream(
     Ok(tokio::net::TcpSocket::from_std_stream(std))
 }
 
+/// True if `ip` is an address of this host (this network namespace).
+///
+/// A connected UDP socket asks the routing table without sending anything:
+/// a local destination is reached through a `local` route whose source
+/// address is the destination itself. (Binding to the address would also
+/// succeed for foreign addresses under `ip_nonlocal_bind`.)
+pub(super) fn is_local_address(ip: IpAddr) -> bool {
+    if ip.is_loopback() || ip.is_unspecified() {
+        return true;
+    }
+    let any: IpAddr = match ip {
+        IpAddr::V4(_) => IpAddr::from([0u8; 4]),
+        IpAddr::V6(_) => IpAddr::from([0u16; 8]),
+    };
+    let probe = std::net::UdpSocket::bind(SocketAddr::new(any, 0))
+        .and_then(|s| s.connect(SocketAddr::new(ip, 9)).map(|()| s))
+        .and_then(|s| s.local_addr());
+    matches!(probe, Ok(src) if src.ip() == ip)
+}
+
+/// True when `spoof_client` applies to this connection: the upstream socket
+/// then binds to the client's address (same family as the server's).
+pub(super) fn spoofs(cfg: &TproxyConfig, client: SocketAddr, server: SocketAddr) -> bool {
+    cfg.spoof_client && client.is_ipv4() == server.is_ipv4()
+}
+
 /// Makes the next close of this socket send a RST (SO_LINGER 0).
 pub(super) fn reset_on_close(s: &tokio::net::TcpStream) {
     let _ = SockRef::from(s).set_linger(Some(std::time::Duration::ZERO));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_addresses_are_recognised() {
+        assert!(is_local_address(IpAddr::from([127, 0, 0, 1])));
+        assert!(is_local_address(IpAddr::from([127, 1, 2, 3])));
+        assert!(is_local_address("::1".parse().expect("ip")));
+        // TEST-NET-1 is nobody's address.
+        assert!(!is_local_address(IpAddr::from([192, 0, 2, 1])));
+        // This host's own outgoing address, when it has a route out.
+        let own = std::net::UdpSocket::bind("0.0.0.0:0")
+            .and_then(|s| s.connect("192.0.2.1:9").map(|()| s))
+            .and_then(|s| s.local_addr());
+        if let Ok(own) = own {
+            assert!(is_local_address(own.ip()), "{own} is local");
+        }
+    }
+
+    #[test]
+    fn spoofing_applies_to_same_family_pairs_only() {
+        let cfg = TproxyConfig {
+            spoof_client: true,
+            ..TproxyConfig::default()
+        };
+        let c4: SocketAddr = "10.0.0.1:4000".parse().expect("addr");
+        let s4: SocketAddr = "10.0.0.2:5555".parse().expect("addr");
+        let s6: SocketAddr = "[fd00::2]:5555".parse().expect("addr");
+        assert!(spoofs(&cfg, c4, s4));
+        assert!(!spoofs(&cfg, c4, s6));
+        assert!(!spoofs(&TproxyConfig::default(), c4, s4));
+    }
 }
