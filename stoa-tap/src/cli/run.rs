@@ -111,9 +111,9 @@ pub fn run(args: RunArgs) -> i32 {
         if shown.admin.token.is_some() {
             shown.admin.token = Some("<redacted>".into());
         }
-        match serde_yaml::to_string(&shown) {
-            Ok(y) => {
-                print!("{y}");
+        match serde_json::to_value(&shown) {
+            Ok(v) => {
+                print!("{}", contracts::yaml::to_string(&v));
                 return exit::OK;
             }
             Err(e) => {
