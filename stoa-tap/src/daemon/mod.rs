@@ -11,6 +11,7 @@
 //! reason, never waited for (file replays excepted, which have no traffic to
 //! slow down).
 
+pub mod check;
 pub mod config;
 pub mod notify;
 pub mod persist;
