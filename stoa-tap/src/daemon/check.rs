@@ -67,7 +67,8 @@ pub fn run_checks(cfg: &RunConfig) -> Vec<Check> {
     } else if let Some(path) = &cfg.admin.token_file {
         out.push(Check::new("admin.token_file", secret_file(path)));
     }
-    let devices = Devices::list();
+    // Listed once, and only when a source names an interface.
+    let devices = std::cell::OnceCell::new();
     for (i, source) in cfg.sources.iter().enumerate() {
         source_checks(i, source, cfg, &devices, &mut out);
     }
@@ -85,9 +86,10 @@ fn source_checks(
     i: usize,
     source: &SourceConfig,
     cfg: &RunConfig,
-    devices: &Devices,
+    devices: &std::cell::OnceCell<Devices>,
     out: &mut Vec<Check>,
 ) {
+    let devices = || devices.get_or_init(Devices::list);
     match source {
         SourceConfig::Pcap {
             interfaces, filter, ..
@@ -95,7 +97,7 @@ fn source_checks(
             for (j, name) in interfaces.iter().enumerate() {
                 out.push(Check::new(
                     format!("sources[{i}].interfaces[{j}]"),
-                    devices.check(name),
+                    devices().check(name),
                 ));
             }
             // The same expression the capture installs (derived from the
@@ -128,7 +130,7 @@ fn source_checks(
         SourceConfig::Ebpf { interface, .. } => {
             out.push(Check::new(
                 format!("sources[{i}].interface"),
-                devices.check(interface),
+                devices().check(interface),
             ));
         }
         SourceConfig::File { path } => {
