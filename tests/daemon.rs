@@ -307,8 +307,9 @@ fn configuration_precedence_and_errors() {
     std::fs::write(
         &cfg,
         format!(
-            "sources:\n  - kind: file\n    path: {}\nworkers: 3\nports: [5555]\n",
-            fixture("curl_keepalive.pcap")
+            "sources:\n  - kind: file\n    path: {}\nworkers: 3\nports: [5555]\nstate_dir: {}\n",
+            fixture("curl_keepalive.pcap"),
+            dir.path().join("state").display()
         ),
     )
     .expect("write config");
@@ -365,17 +366,15 @@ fn configuration_precedence_and_errors() {
     );
     assert!(!shown.contains("s3cret-check-token"), "{shown}");
     assert!(shown.contains("<redacted>"), "{shown}");
-    // The shipped example validates.
+    // The shipped example validates (its state directory is the host's).
     let out = Command::new(bin())
         .args(["run", "--check", "--config"])
         .arg(root().join("packaging/stoa-tap.yaml"))
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
         .output()
         .expect("check example");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    support::assert_example_checks(&out);
 }
 
 #[test]
@@ -438,7 +437,8 @@ fn ebpf_source_check_says_whether_this_build_has_the_probe() {
     std::fs::write(&cfg, "").expect("write config");
     let out = Command::new(bin())
         .args(["run", "--check", "--config", cfg.to_str().expect("p")])
-        .args(["--ebpf", "lo", "--port", "5555"])
+        .args(["--ebpf", "lo", "--port", "5555", "--state-dir"])
+        .arg(dir.path().join("state"))
         .output()
         .expect("run --check");
     let stderr = String::from_utf8_lossy(&out.stderr);

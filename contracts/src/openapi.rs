@@ -53,7 +53,7 @@ pub fn parse_spec(text: &str) -> Result<openapiv3::OpenAPI, SpecError> {
     if trimmed.starts_with('{') {
         return serde_json::from_str(text).map_err(|e| SpecError::Invalid(e.to_string()));
     }
-    serde_yaml::from_str(text).map_err(|e| SpecError::Invalid(e.to_string()))
+    serde_saphyr::from_str(text).map_err(|e| SpecError::Invalid(e.to_string()))
 }
 
 /// One OpenAPI document per API.

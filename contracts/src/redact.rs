@@ -112,7 +112,7 @@ pub fn is_card(t: &str) -> bool {
         }
         sum += d;
     }
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// Country code, check digits, BBAN; mod-97 must be 1.

@@ -166,7 +166,7 @@ mod tests {
         assert!(y.contains("\"yes\""), "{y}");
         assert!(y.contains("\"200\":"), "{y}");
         assert!(y.contains("/users/{userId}:"), "{y}");
-        let back: Value = serde_yaml::from_str(&y).expect("valid YAML");
+        let back: Value = serde_saphyr::from_str(&y).expect("valid YAML");
         assert_eq!(back, v, "{y}");
     }
 }

@@ -5,6 +5,8 @@
 #     DURATION=30 ROUNDS=3 CONNS=64 tests/bench/ebpf.sh
 #     VARIANTS="probe tcpdump" ROUNDS=16 DURATION=4 tests/bench/ebpf.sh   # the probe's cost, tightly
 #     VARIANTS="daemon daemon1" tests/bench/ebpf.sh   # a subset, in this order
+#     OLD_STOA_BIN=/path/to/older/stoa-tap VARIANTS="daemon0 daemon daemonb" tests/bench/ebpf.sh
+#                                                  # before/after in one run (daemon0 = the older build)
 #     PERF_OUT=target/perf VARIANTS=daemon ROUNDS=1 tests/bench/ebpf.sh   # profile `run` (perf record -g)
 #
 # Topology from tests/netns/probe_topology.sh: client ns -- veth -- gateway ns
@@ -100,10 +102,10 @@ ref_run() { # NAME CMD... : a reference tap in the gateway namespace during one 
     wait "$pid" || true
 }
 
-daemon_run() { # NAME [ARGS]: `stoa-tap run --ebpf` (workers, aggregator, contracts) during one wrk run
-    local name=$1 api=http://127.0.0.1:9191
+daemon_run() { # NAME [ARGS]: `stoa-tap run --ebpf` (workers, contracts) during one wrk run
+    local name=$1 api=http://127.0.0.1:9191 bin=${DAEMON_BIN:-$STOA_BIN} policy=${DAEMON_POLICY:-other}
     shift
-    ip netns exec "${P}g" "$STOA_BIN" run --ebpf t0 --port 5555 --admin-bind 127.0.0.1:9191 \
+    ip netns exec "${P}g" chrt "--$policy" 0 "$bin" run --ebpf t0 --port 5555 --admin-bind 127.0.0.1:9191 \
         --state-dir "$WORK/state-$name" "$@" > "$WORK/daemon-$name.out" 2> "$WORK/daemon-$name.err" &
     local pid=$!
     for _ in $(seq 100); do
@@ -143,6 +145,8 @@ run_variant() { # VARIANT ROUND
         batch) probe_run "batch-$2" batch ;;
         daemon) daemon_run "daemon-$2" ;;
         daemon1) daemon_run "daemon1-$2" --set workers=1 ;;
+        daemonb) DAEMON_POLICY=batch daemon_run "daemonb-$2" ;;
+        daemon0) DAEMON_BIN="${OLD_STOA_BIN:?daemon0 needs OLD_STOA_BIN}" daemon_run "daemon0-$2" ;;
         tcpdump) ref_run "tcpdump-$2" tcpdump -i t0 -s 0 -B 65536 -n -w /dev/null tcp port 5555 ;;
         pcap) ref_run "pcap-$2" "$PCAP_BIN" --iface t0 --port 5555 --no-exchanges ;;
         *) echo "unknown variant $1" >&2; exit 2 ;;
@@ -176,16 +180,18 @@ def cpu_of(path):
     return float(open(path).read())
 # variant -> label in the table
 labels = {"probe": "probe only", "full": "full", "batch": "full batch", "daemon": "run --ebpf",
-          "daemon1": "run 1 worker", "tcpdump": "tcpdump", "pcap": "pcap full"}
+          "daemon1": "run 1 worker", "daemonb": "run SCHED_BATCH", "daemon0": "run (older)", "tcpdump": "tcpdump", "pcap": "pcap full"}
 kinds = [(k, labels[k]) for k in chosen]
 ratios = {k: [] for k, _ in kinds}
 tot = {k: 0 for k, _ in kinds}
 tot_off = {k: 0 for k, _ in kinds}
-seen = {k: 0 for k in chosen if k in ("full", "batch", "daemon", "daemon1", "pcap")}
+DAEMONS = ("daemon", "daemon1", "daemonb", "daemon0")
+seen = {k: 0 for k in chosen if k in ("full", "batch", "pcap") + DAEMONS}
 def metric(text, name):
     return sum(float(l.split()[-1]) for l in text.splitlines()
                if l.startswith(name + "{") or l.startswith(name + " "))
 drops = {k: 0 for k, _ in kinds}
+cpus = {k: 0.0 for k, _ in kinds}
 print()
 print("== eBPF probe benchmark ==")
 print("baseline of each run: mean of the untapped runs just before and after it")
@@ -206,7 +212,7 @@ for r in range(1, rounds + 1):
             cpu = cpu_of(f"{work}/probe-{k}-{r}.cpu")
             d = st["probe"]["kernel"]["ring_full_records"]
             gaps = st["engine"]["tcp"]["gaps"]
-        elif k in ("daemon", "daemon1"):
+        elif k in DAEMONS:
             before = json.load(open(f"{work}/daemon-{k}-{r}.before"))["exchanges_observed"]
             after = json.load(open(f"{work}/daemon-{k}-{r}.summary"))["exchanges_observed"]
             st = {"answered": after - before}
@@ -225,6 +231,7 @@ for r in range(1, rounds + 1):
             m = re.search(r"(\d+) packets dropped by kernel", open(f"{work}/ref-{k}-{r}.err").read())
             d = int(m.group(1)) if m else 0
         drops[k] += d
+        cpus[k] += cpu
         if k in seen:
             seen[k] += st["answered"]
             line += f"{100*st['answered']/n:>10.4f}% "
@@ -248,6 +255,9 @@ for k, label in kinds:
     print(f"  {label:>11}: {tot[k]/tot_off[k]:.3f}  median {statistics.median(ratios[k]):.3f}{ci_text}  (drops {drops[k]})")
 for k in seen:
     print(f"exchanges seen / sent, {dict(kinds)[k]}: {100*seen[k]/tot[k]:.4f} % (target >= 99.9 %)")
+for k in seen:
+    if k in DAEMONS and seen[k]:
+        print(f"CPU s per million exchanges, {dict(kinds)[k]}: {cpus[k] / seen[k] * 1e6:.2f}")
 if "full" not in chosen:
     sys.exit(0)
 st = stats_of(f"{work}/probe-full-{rounds}.out")

@@ -165,3 +165,31 @@ pub fn dump_dom(cmd: &mut Command) -> String {
     );
     dom
 }
+
+/// The failed checks of a `run --check` (its `error` lines on stderr).
+pub fn failed_checks(stderr: &str) -> Vec<String> {
+    stderr
+        .lines()
+        .filter(|l| l.starts_with("error "))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Asserts that `run --check` on the shipped example passed, or failed only
+/// because this host has no `eth1` (the example's capture interface, which a
+/// site edits): the rest of the example must hold on any host.
+pub fn assert_example_checks(out: &std::process::Output) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.success() {
+        return;
+    }
+    assert_eq!(out.status.code(), Some(8), "{stderr}");
+    let failed = failed_checks(&stderr);
+    assert!(
+        !failed.is_empty()
+            && failed.iter().all(|l| {
+                l.starts_with("error sources[0].interfaces[0]: ") && l.contains("\"eth1\"")
+            }),
+        "only the example's interface may be missing here: {stderr}"
+    );
+}

@@ -174,7 +174,7 @@ pub fn run_captures(
         if engine.has_exchanges() {
             drain(&mut engine, &mut sink_error);
         }
-        if n % 65536 == 0 {
+        if n.is_multiple_of(65536) {
             if let Some(pb) = &progress {
                 pb.set_position(capture.bytes_read());
             }

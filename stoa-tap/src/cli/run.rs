@@ -33,7 +33,9 @@ pub struct RunArgs {
     /// Directory of the saved observations (`state_dir`).
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
-    /// Check the configuration, print it as YAML, and exit.
+    /// Check the configuration, print it as YAML, try on this host what the
+    /// daemon would open (token file, interfaces, BPF filters, state
+    /// directory, control plane) without capturing, and exit (8 on failure).
     #[arg(long)]
     check: bool,
 }
@@ -106,21 +108,7 @@ pub fn run(args: RunArgs) -> i32 {
         }
     };
     if args.check {
-        // The effective configuration, without the secret it may hold.
-        let mut shown = cfg.clone();
-        if shown.admin.token.is_some() {
-            shown.admin.token = Some("<redacted>".into());
-        }
-        match serde_yaml::to_string(&shown) {
-            Ok(y) => {
-                print!("{y}");
-                return exit::OK;
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                return exit::FAILURE;
-            }
-        }
+        return check(&cfg);
     }
     let reload = move || config::load(&path, explicit, &ov);
     match stoa_tap::daemon::run_until_signal(cfg, reload) {
@@ -130,5 +118,34 @@ pub fn run(args: RunArgs) -> i32 {
             tracing::error!(error = %e, "run failed");
             exit::FAILURE
         }
+    }
+}
+
+/// `run --check`: prints the effective configuration (without the secret it
+/// may hold) on stdout, then tries on this host what the daemon would open
+/// at start, one line per check on stderr. Exit 8 when any check fails.
+fn check(cfg: &config::RunConfig) -> i32 {
+    let mut shown = cfg.clone();
+    if shown.admin.token.is_some() {
+        shown.admin.token = Some("<redacted>".into());
+    }
+    match serde_json::to_value(&shown) {
+        Ok(v) => print!("{}", contracts::yaml::to_string(&v)),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::FAILURE;
+        }
+    }
+    let checks = stoa_tap::daemon::check::run_checks(cfg);
+    for c in &checks {
+        eprintln!("{c}");
+    }
+    let failed = checks.iter().filter(|c| c.failed()).count();
+    if failed > 0 {
+        eprintln!("run --check: {failed} of {} checks failed", checks.len());
+        exit::CONFIG
+    } else {
+        eprintln!("run --check: {} checks passed", checks.len());
+        exit::OK
     }
 }

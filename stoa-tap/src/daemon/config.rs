@@ -5,8 +5,19 @@
 //! double underscore descends one level) and `--set admin.bind=0.0.0.0:9090`
 //! set `admin.bind`. Values are read as YAML scalars or flow sequences
 //! (`[5555, 8080]`; a comma list `5555,8080` works for lists too).
+//!
+//! The file is read with `serde-saphyr`: of the successors to the archived
+//! `serde_yaml` 0.9, `serde_norway` (last release 2024-12) and
+//! `serde_yaml_ng` (2024-05) are forks of it that still wrap the
+//! C-translated `unsafe-libyaml`, while `serde-saphyr` is a pure-Rust reader
+//! released every few weeks (2.2.0, 2026-11), reads straight into our types
+//! and reports the line and column of a bad value. `serde_path_to_error` adds
+//! the key path (`admin.bind: line 7 column 9: ...`), which `serde-saphyr`
+//! does not give. Writing YAML stays with `contracts::yaml` (YAML 1.1-safe
+//! quoting).
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -375,36 +386,38 @@ impl Default for RunConfig {
 }
 
 /// Reads a scalar or list override as YAML (`5555,8080` becomes a list).
-fn override_value(raw: &str) -> serde_yaml::Value {
+fn override_value(raw: &str) -> Value {
     let trimmed = raw.trim();
     if !trimmed.starts_with('[') && trimmed.contains(',') {
-        let items = trimmed
-            .split(',')
-            .map(|i| {
-                serde_yaml::from_str(i.trim()).unwrap_or(serde_yaml::Value::String(i.trim().into()))
-            })
-            .collect();
-        return serde_yaml::Value::Sequence(items);
+        let items = trimmed.split(',').map(|i| scalar(i.trim())).collect();
+        return Value::Array(items);
     }
-    serde_yaml::from_str(trimmed).unwrap_or_else(|_| serde_yaml::Value::String(trimmed.into()))
+    scalar(trimmed)
 }
 
-/// Sets `path` (dotted) in a YAML mapping, creating levels as needed.
-fn set_path(root: &mut serde_yaml::Value, path: &[String], value: serde_yaml::Value) {
+/// One override value read as YAML; text YAML cannot read stays a string.
+fn scalar(raw: &str) -> Value {
+    if raw.is_empty() {
+        return Value::String(String::new());
+    }
+    serde_saphyr::from_str::<Value>(raw).unwrap_or_else(|_| Value::String(raw.into()))
+}
+
+/// Sets `path` (dotted) in a mapping, creating levels as needed.
+fn set_path(root: &mut Value, path: &[String], value: Value) {
     let Some((first, rest)) = path.split_first() else {
         return;
     };
-    if !root.is_mapping() {
-        *root = serde_yaml::Value::Mapping(Default::default());
+    if !root.is_object() {
+        *root = Value::Object(Default::default());
     }
-    if let serde_yaml::Value::Mapping(m) = root {
-        let key = serde_yaml::Value::String(first.clone());
+    if let Value::Object(m) = root {
         if rest.is_empty() {
-            m.insert(key, value);
+            m.insert(first.clone(), value);
         } else {
             let child = m
-                .entry(key)
-                .or_insert_with(|| serde_yaml::Value::Mapping(Default::default()));
+                .entry(first.clone())
+                .or_insert_with(|| Value::Object(Default::default()));
             set_path(child, rest, value);
         }
     }
@@ -441,17 +454,19 @@ impl Overrides {
 
 /// Loads the file (when present; a missing default file means defaults),
 /// applies overrides, and validates.
+///
+/// The file is first read straight into [`RunConfig`] so that a bad key or
+/// value is reported with its line and column; overrides are then applied
+/// to a tree of the file and each layer is checked on its own, so the
+/// message names where a bad override came from.
 pub fn load(path: &Path, explicit: bool, ov: &Overrides) -> Result<RunConfig, ConfigError> {
-    let mut doc = match std::fs::read_to_string(path) {
-        Ok(text) => {
-            serde_yaml::from_str::<serde_yaml::Value>(&text).map_err(|e| ConfigError::Parse {
-                origin: path.display().to_string(),
-                message: e.to_string(),
-            })?
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
-            serde_yaml::Value::Mapping(Default::default())
-        }
+    let parse_err = |message: String| ConfigError::Parse {
+        origin: path.display().to_string(),
+        message,
+    };
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => Some(text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => None,
         Err(source) => {
             return Err(ConfigError::Read {
                 path: path.to_owned(),
@@ -459,26 +474,68 @@ pub fn load(path: &Path, explicit: bool, ov: &Overrides) -> Result<RunConfig, Co
             })
         }
     };
-    if doc.is_null() {
-        doc = serde_yaml::Value::Mapping(Default::default());
+    // An empty file (or one of comments only) means defaults.
+    let text = text.filter(|t| {
+        t.lines()
+            .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+    });
+    let from_file = match &text {
+        Some(t) => from_yaml::<RunConfig>(t).map_err(parse_err)?,
+        None => RunConfig::default(),
+    };
+    if ov.env.is_empty() && ov.flags.is_empty() {
+        from_file.validate()?;
+        return Ok(from_file);
     }
+    let mut doc = match &text {
+        Some(t) => from_yaml::<Value>(t).map_err(parse_err)?,
+        None => Value::Object(Default::default()),
+    };
+    if doc.is_null() {
+        doc = Value::Object(Default::default());
+    }
+    let mut cfg = from_file;
     for (origin, list) in [("environment", &ov.env), ("command line", &ov.flags)] {
         for (key, raw) in list {
             let path: Vec<String> = key.split('.').map(str::to_owned).collect();
             set_path(&mut doc, &path, override_value(raw));
-            // Check each layer on its own so the message names where the bad key came from.
-            serde_yaml::from_value::<RunConfig>(doc.clone()).map_err(|e| ConfigError::Parse {
+            cfg = serde_path_to_error::deserialize(&doc).map_err(|e| ConfigError::Parse {
                 origin: format!("{origin} ({key})"),
-                message: e.to_string(),
+                message: with_path(e.path(), &e.inner().to_string()),
             })?;
         }
     }
-    let cfg: RunConfig = serde_yaml::from_value(doc).map_err(|e| ConfigError::Parse {
-        origin: path.display().to_string(),
-        message: e.to_string(),
-    })?;
     cfg.validate()?;
     Ok(cfg)
+}
+
+/// Reads YAML into `T`; a failure names the key path (`admin.bind: ...`)
+/// and the line and column with the offending text.
+fn from_yaml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
+    let mut failed_at = None;
+    serde_saphyr::with_deserializer_from_str(text, |de| {
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            failed_at = Some(e.path().clone());
+            e.into_inner()
+        })
+    })
+    .map_err(|e| match &failed_at {
+        Some(p) => with_path(p, &e.to_string()),
+        None => e.to_string(),
+    })
+}
+
+/// `path: message`, or the message alone for an error at the top level.
+fn with_path(path: &serde_path_to_error::Path, message: &str) -> String {
+    // The YAML reader's own messages start with `error: `, said once already.
+    let message = message.strip_prefix("error: ").unwrap_or(message);
+    let p = path.to_string();
+    // `.` is the top level, `?` a key not known yet (a duplicate key).
+    if p == "." || p == "?" {
+        message.to_owned()
+    } else {
+        format!("{p}: {message}")
+    }
 }
 
 fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
@@ -660,6 +717,55 @@ mod tests {
         .expect_err("missing explicit file")
         .to_string();
         assert!(e.contains("cannot read"), "{e}");
+    }
+
+    /// A value of the wrong type in the file is reported with its key path
+    /// and its line, so the operator can find it.
+    #[test]
+    fn file_errors_name_the_key_path_and_line() {
+        for (yaml, key, line) in [
+            // Line 7: `admin.bind` is a string, not a list.
+            ("admin:\n  bind: [1, 2]\n", "admin.bind", 7),
+            // Line 6 names an unknown key under `admin`.
+            ("admin:\n  bnid: x\n", "admin.bnid", 7),
+            ("save_interval_s: often\n", "save_interval_s", 6),
+            (
+                "control_plane:\n  url: http://x\n  outbox_max_kb: lots\n",
+                "control_plane.outbox_max_kb",
+                8,
+            ),
+        ] {
+            let p = tmp("line.yaml", &format!("{BASE}{yaml}"));
+            let e = load(&p, true, &Overrides::default())
+                .expect_err(yaml)
+                .to_string();
+            assert!(e.contains(&format!("{key}: ")), "{yaml}: {e}");
+            assert!(e.contains(&format!("line {line}")), "{yaml}: {e}");
+        }
+        // Inside a source: serde reads an internally tagged item whole before
+        // choosing its variant, so the item (path and line) is named, with
+        // the bad value.
+        let p = tmp(
+            "src.yaml",
+            "ports: [5555]\nsources:\n  - kind: pcap\n    interfaces: [eth0]\n    buffer_mb: lots\n",
+        );
+        let e = load(&p, true, &Overrides::default())
+            .expect_err("bad buffer")
+            .to_string();
+        assert!(e.contains("sources[0]: line 3"), "{e}");
+        assert!(e.contains("\"lots\", expected u32"), "{e}");
+        // Malformed YAML (a tab-less but broken flow list) names its line too.
+        let p = tmp("syntax.yaml", &format!("{BASE}ports: [5555\n"));
+        let e = load(&p, true, &Overrides::default())
+            .expect_err("unclosed flow list")
+            .to_string();
+        assert!(e.contains("line "), "{e}");
+        // An empty or comment-only file means defaults (and so no source).
+        let p = tmp("empty.yaml", "# nothing yet\n");
+        let e = load(&p, true, &Overrides::default())
+            .expect_err("no source")
+            .to_string();
+        assert!(e.contains("sources"), "{e}");
     }
 
     #[test]

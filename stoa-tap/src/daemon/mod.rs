@@ -16,6 +16,7 @@
 //! wakes an extra thread per batch: a separate learning thread cost a third of
 //! the workers' time in hand-over (`tests/bench/daemon_ab.sh`).
 
+pub mod check;
 pub mod config;
 pub mod notify;
 pub mod persist;

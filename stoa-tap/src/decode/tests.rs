@@ -4,6 +4,13 @@
 use super::*;
 use proptest::prelude::*;
 
+// IPv6 extension header numbers (read by etherparse in the decoder).
+const IP_HOPOPT: u8 = 0;
+const IP_ROUTING: u8 = 43;
+const IP_FRAGMENT: u8 = 44;
+const IP_AH: u8 = 51;
+const IP_DSTOPTS: u8 = 60;
+
 const PAYLOAD: &[u8] = b"GET / HTTP/1.1\r\n\r\n";
 const V4_SRC: [u8; 4] = [10, 0, 0, 1];
 const V4_DST: [u8; 4] = [10, 0, 0, 2];
