@@ -1,5 +1,21 @@
-# Shared by the live benchmarks (mirror.sh, ebpf.sh, ebpf_cost.sh, tproxy.sh);
-# sourced, not run. Callers set ROOT.
+# Shared by the benchmarks (mirror.sh, ebpf.sh, ebpf_cost.sh, tproxy.sh,
+# engine_ab.sh, daemon_ab.sh); sourced, not run. Callers set ROOT.
+
+# old_build REV [CARGO ARGS...]: builds REV's release binary once, from a
+# detached worktree, into target/ab-<short rev>; sets OLD_BIN and SHORT.
+old_build() {
+    local rev=$1 dir
+    shift
+    SHORT="$(git -C "$ROOT" rev-parse --short "$rev")"
+    dir="$ROOT/target/ab-$SHORT"
+    OLD_BIN="$dir/target/release/stoa-tap"
+    [ -x "$OLD_BIN" ] && return 0
+    rm -rf "$dir/src"
+    mkdir -p "$dir"
+    git -C "$ROOT" worktree add -q --detach "$dir/src" "$rev"
+    (cd "$dir/src" && CARGO_TARGET_DIR="$dir/target" cargo build --release -q -p stoa-tap "$@")
+    git -C "$ROOT" worktree remove --force "$dir/src"
+}
 
 # need_tools TOOL...: installs the missing ones from Debian (nginx as
 # nginx-light, bpftool as bpftool).

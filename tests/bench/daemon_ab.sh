@@ -24,10 +24,10 @@ RUNS="${RUNS:-7}"
 OUT="${BENCH_OUT:-$ROOT/bench-out}"
 mkdir -p "$OUT"
 PCAP="${PCAP:-$OUT/wrk-keepalive.pcap}"
+. "$ROOT/tests/bench/common.sh"
 cargo build --release -q -p stoa-tap --bin stoa-tap
 if [ ! -s "$PCAP" ]; then
     [ "$(id -u)" = 0 ] || { echo "recording the capture needs root" >&2; exit 1; }
-    . "$ROOT/tests/bench/common.sh"
     need_tools wrk nginx tcpdump
     P="sda$$x"
     WORK="$(mktemp -d /tmp/stoa-daemon-ab.XXXXXX)"
@@ -43,16 +43,7 @@ if [ ! -s "$PCAP" ]; then
     grep -q "0 packets dropped by kernel" "$WORK/tcpdump.err" || { cat "$WORK/tcpdump.err" >&2; echo "tcpdump dropped packets; record again" >&2; exit 1; }
     mv "$PCAP.tmp" "$PCAP"
 fi
-SHORT="$(git rev-parse --short "$REV")"
-OLD_DIR="$ROOT/target/ab-$SHORT"
-OLD_BIN="$OLD_DIR/target/release/stoa-tap"
-if [ ! -x "$OLD_BIN" ]; then
-    rm -rf "$OLD_DIR/src"
-    mkdir -p "$OLD_DIR"
-    git worktree add -q --detach "$OLD_DIR/src" "$REV"
-    (cd "$OLD_DIR/src" && CARGO_TARGET_DIR="$OLD_DIR/target" cargo build --release -q -p stoa-tap --bin stoa-tap)
-    git worktree remove --force "$OLD_DIR/src"
-fi
+old_build "$REV" --bin stoa-tap
 cat "$PCAP" >/dev/null   # warm the page cache
 exec python3 - "$PCAP" "$OLD_BIN" "$ROOT/target/release/stoa-tap" "$RUNS" "$SHORT" <<'PY'
 import json, os, statistics, subprocess, sys, tempfile, time, urllib.request

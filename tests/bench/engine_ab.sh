@@ -18,20 +18,12 @@ RUNS="${RUNS:-9}"
 OUT="${BENCH_OUT:-$ROOT/bench-out}"
 PCAP="$OUT/api-${SIZE_MB}mb.pcap"
 mkdir -p "$OUT"
+. "$ROOT/tests/bench/common.sh"
 
 cargo build --release -q -p stoa-tap --example gencap --bin stoa-tap
 [ -s "$PCAP" ] || { target/release/examples/gencap "$PCAP.tmp" "$SIZE_MB"; mv "$PCAP.tmp" "$PCAP"; }
 
-SHORT="$(git rev-parse --short "$REV")"
-OLD_DIR="$ROOT/target/ab-$SHORT"
-OLD_BIN="$OLD_DIR/target/release/stoa-tap"
-if [ ! -x "$OLD_BIN" ]; then
-    rm -rf "$OLD_DIR/src"
-    mkdir -p "$OLD_DIR"
-    git worktree add -q --detach "$OLD_DIR/src" "$REV"
-    (cd "$OLD_DIR/src" && CARGO_TARGET_DIR="$OLD_DIR/target" cargo build --release -q -p stoa-tap)
-    git worktree remove --force "$OLD_DIR/src"
-fi
+old_build "$REV"
 cat "$PCAP" >/dev/null   # warm the page cache
 
 exec python3 - "$PCAP" "$OLD_BIN" "$ROOT/target/release/stoa-tap" "$RUNS" "$SHORT" ${EXTRA:-} <<'PY'

@@ -346,7 +346,9 @@ pub struct RunConfig {
     pub tenant: String,
     /// Frame or event batches queued per worker before drops.
     pub worker_queue: usize,
-    /// Exchange batches queued for the aggregator before drops.
+    /// Bounds the parsed exchanges a worker holds while the observations
+    /// are locked by a reader: `exchange_queue` x 64; past it the worker
+    /// waits for the lock (and its own queue takes the backlog).
     pub exchange_queue: usize,
     /// Publisher to the STOA control plane; off when absent.
     #[serde(skip_serializing_if = "Option::is_none")]
