@@ -26,7 +26,15 @@ pub(crate) struct Target<'a> {
 pub(crate) fn split_target(t: &str) -> Target<'_> {
     let t = crate::util::before_byte(t, b'#');
     let (mut rest, mut authority) = (t, None);
-    if let Some(i) = t.find("://") {
+    // Origin form (nearly every request) starts with '/': its text before any
+    // "://" holds a '/', so it cannot be a scheme. Skipping the substring
+    // search there saves setting up a searcher per exchange.
+    let scheme_end = if t.starts_with('/') {
+        None
+    } else {
+        t.find("://")
+    };
+    if let Some(i) = scheme_end {
         if t[..i].bytes().all(|c| c.is_ascii_alphabetic()) {
             let after = &t[i + 3..];
             let end = after.find(['/', '?']).unwrap_or(after.len());
@@ -70,15 +78,16 @@ pub(crate) fn normalize_host(h: &str, out: &mut String) {
 /// Number of leading segments that form the API base path.
 pub(crate) fn base_len(segs: &[&str]) -> usize {
     let Some(first) = segs.first() else { return 0 };
-    let f = first.to_ascii_lowercase();
+    // Compared without allocating a lowercase copy: this runs per exchange.
+    let is = |w: &str| first.eq_ignore_ascii_case(w);
     let n = segs.len();
-    match f.as_str() {
-        "rest" | "restv2" | "ws" | "invoke" if n >= 2 => 2,
-        "gateway" if n >= 3 && crate::shape::is_version(segs[2]) => 3,
-        "gateway" if n >= 2 => 2,
+    match () {
+        _ if n >= 2 && (is("rest") || is("restv2") || is("ws") || is("invoke")) => 2,
+        _ if n >= 3 && is("gateway") && crate::shape::is_version(segs[2]) => 3,
+        _ if n >= 2 && is("gateway") => 2,
         _ => {
             let mut i = 0;
-            if matches!(f.as_str(), "api" | "apis") {
+            if is("api") || is("apis") {
                 i = 1;
             }
             if i < n && crate::shape::is_version(segs[i]) {
