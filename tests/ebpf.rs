@@ -452,11 +452,25 @@ fn privileged(caps: &str, bin: &Path, args: &[&str]) -> Vec<String> {
 
 #[test]
 fn stoa_tap_run_with_the_ebpf_source_as_an_unprivileged_user() {
+    // One worker: each batch from the reader goes whole to it.
+    run_with_the_ebpf_source("run1", "1", 19191);
+}
+
+#[test]
+fn stoa_tap_run_with_the_ebpf_source_and_two_worker_threads() {
+    // Two workers: each batch is split between them by connection.
+    run_with_the_ebpf_source("run2", "2", 19192);
+}
+
+/// `stoa-tap run --ebpf` with `workers` as an unprivileged user holding the
+/// probe's capabilities: ports reloaded into the probe, every exchange
+/// learned, the probe detached at SIGTERM.
+fn run_with_the_ebpf_source(tag: &str, workers: &str, admin_port: u16) {
     if !require_root() {
         return;
     }
     let probe = example_binary();
-    let dir = OpenDir::new("run");
+    let dir = OpenDir::new(tag);
     let bin = dir.install(Path::new(env!("CARGO_BIN_EXE_stoa-tap")));
     let mut net = Netns::veth();
     net.start_server();
@@ -464,6 +478,8 @@ fn stoa_tap_run_with_the_ebpf_source_as_an_unprivileged_user() {
     // Port 5556 first: the probe must see nothing of the traffic to 5555.
     std::fs::write(&config, "ports: [5556]\n").expect("config");
     let state = dir.0.join("state");
+    let admin = format!("127.0.0.1:{admin_port}");
+    let set_workers = format!("workers={workers}");
     let args = [
         "-v",
         "run",
@@ -471,10 +487,12 @@ fn stoa_tap_run_with_the_ebpf_source_as_an_unprivileged_user() {
         config.to_str().unwrap_or_default(),
         "--ebpf",
         "t0",
+        "--set",
+        &set_workers,
         "--state-dir",
         state.to_str().unwrap_or_default(),
         "--admin-bind",
-        "127.0.0.1:19191",
+        &admin,
     ];
 
     // Without CAP_PERFMON the start fails and says what is missing.
@@ -505,11 +523,7 @@ fn stoa_tap_run_with_the_ebpf_source_as_an_unprivileged_user() {
     );
 
     let api = |path: &str| -> String {
-        let out = net.run(
-            'g',
-            "curl",
-            &["-s", &format!("http://127.0.0.1:19191/{path}")],
-        );
+        let out = net.run('g', "curl", &["-s", &format!("http://{admin}/{path}")]);
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let summary = |net_api: &dyn Fn(&str) -> String| -> serde_json::Value {
