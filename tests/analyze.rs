@@ -665,3 +665,85 @@ fn edge_case_table() {
     println!("{matched} of {total} expected exchanges matched on method, target and status");
     assert_eq!(matched, total, "{}", rows.join("\n"));
 }
+
+/// Every file of the directory tree `dir`, by relative path, with its bytes.
+fn tree(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).expect("read dir").flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                let rel = p.strip_prefix(dir).expect("under dir").to_path_buf();
+                out.insert(rel, std::fs::read(&p).expect("read output"));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn learning_alone_learns_the_same_as_with_every_response_field() {
+    // Without --exchanges only the response fields the learner reads are
+    // kept (content-type); with it, every one. The contracts and the
+    // observations must be byte-identical, on captures of different shapes:
+    // two generated APIs, three real servers' edge cases, hostile input,
+    // gzip and chunked bodies.
+    let tmp = temp_dir("analyze-fields");
+    let dir = tmp.path();
+    let mut dated = 0;
+    for name in [
+        "real/fidelity.pcap",
+        "unseen/bank/traffic.pcap.gz",
+        "unseen/travel/traffic.pcap.gz",
+        "real/edge_nginx.pcap",
+        "real/edge_stdlib.pcap",
+        "real/edge_strict.pcap",
+        "real/curl_chunked_gzip.pcap",
+        "synth/http_hostile.pcap",
+    ] {
+        let input = root().join("fixtures").join(name);
+        let (lean, full) = (dir.join("lean"), dir.join("full"));
+        let _ = std::fs::remove_dir_all(&lean);
+        let _ = std::fs::remove_dir_all(&full);
+        let input_s = input.to_str().unwrap_or_default();
+        let a = analyze(&[
+            input_s,
+            "--port",
+            "any",
+            "--out",
+            lean.to_str().unwrap_or_default(),
+        ]);
+        let jsonl = dir.join("x.jsonl");
+        let b = analyze(&[
+            input_s,
+            "--port",
+            "any",
+            "--out",
+            full.to_str().unwrap_or_default(),
+            "--exchanges",
+            jsonl.to_str().unwrap_or_default(),
+        ]);
+        assert!(a.status.success() && b.status.success(), "{name}");
+        let written = std::fs::read_to_string(&jsonl).expect("exchanges");
+        assert!(written.lines().count() > 0, "{name}: no exchange");
+        dated += usize::from(written.contains("\"Date\""));
+        let (t_lean, t_full) = (tree(&lean), tree(&full));
+        assert!(
+            t_lean.contains_key(Path::new("observations.json")),
+            "{name}"
+        );
+        assert_eq!(
+            t_lean.keys().collect::<Vec<_>>(),
+            t_full.keys().collect::<Vec<_>>(),
+            "{name}"
+        );
+        for (k, v) in &t_lean {
+            assert!(t_full.get(k) == Some(v), "{name}: {} differs", k.display());
+        }
+    }
+    // The written exchanges do carry fields the learner was spared.
+    assert!(dated >= 6, "{dated} captures with a Date field");
+}

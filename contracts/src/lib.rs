@@ -52,5 +52,5 @@ pub use exchange::{
 };
 pub use observations::{
     CapCounters, Observations, ObservationsError, Tier, Totals, FORMAT_VERSION,
-    OLDEST_FORMAT_VERSION,
+    LEARNED_RESPONSE_HEADERS, OLDEST_FORMAT_VERSION,
 };

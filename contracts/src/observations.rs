@@ -243,6 +243,11 @@ fn boring_header(l: &str) -> bool {
         || l.starts_with("access-control-request-")
 }
 
+/// The response header fields [`Observations::observe`] reads (lowercase);
+/// it ignores every other one. A pipeline whose exchanges feed nothing but
+/// the learner may keep only these and learn exactly the same.
+pub const LEARNED_RESPONSE_HEADERS: &[&str] = &["content-type"];
+
 fn is_miss(ex: &Exchange) -> bool {
     match &ex.response {
         None => true,
@@ -642,6 +647,8 @@ impl Observations {
         if let Some(resp) = &ex.response {
             let b = &resp.body;
             if b.decoded_len > 0 || !b.sample.is_empty() {
+                // The one response field read here: LEARNED_RESPONSE_HEADERS
+                // must list any other read later.
                 let ct = crate::exchange::find_header(&resp.headers, "content-type").unwrap_or("");
                 let media = media_type(ct);
                 let media = media.as_deref().unwrap_or("application/octet-stream");

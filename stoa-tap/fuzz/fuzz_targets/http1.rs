@@ -8,7 +8,7 @@
 use libfuzzer_sys::fuzz_target;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use stoa_tap::flow::{CloseReason, Direction, EndKind};
-use stoa_tap::http1::{Connection, Exchange, Http1Config, Http1Stats};
+use stoa_tap::http1::{Connection, Exchange, Http1Config, Http1Stats, ResponseHeaders};
 
 const SNIPPETS: &[&[u8]] = &[
     b"GET / HTTP/1.1\r\n",
@@ -47,6 +47,12 @@ fuzz_target!(|data: &[u8]| {
         max_chunk_size: 1 << 20,
         max_line_bytes: 128,
         decode_content: true,
+        // Both ways of keeping response fields.
+        response_headers: if data.first().is_some_and(|b| b & 0x80 != 0) {
+            ResponseHeaders::Only(&["content-type", "x-long"])
+        } else {
+            ResponseHeaders::All
+        },
     };
     let flow = stoa_tap::http1::FlowId {
         client: SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1)), 40000),

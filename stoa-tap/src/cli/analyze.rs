@@ -6,6 +6,7 @@ use contracts::Exchange;
 use std::io::{BufWriter, IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::Instant;
+use stoa_tap::http1::ResponseHeaders;
 use stoa_tap::pipeline::{Engine, EngineConfig};
 use stoa_tap::source::pcap_file::{expand_inputs, Capture, SourceError};
 use stoa_tap::summary::Summary;
@@ -104,11 +105,13 @@ pub struct CaptureRun {
     pub sink_error: Option<std::io::Error>,
 }
 
-/// Reads every input as one capture, handing each exchange to `sink`.
+/// Reads every input as one capture, handing each exchange to `sink`, with
+/// the response header fields `response_headers` says.
 /// Errors before any packet was read return the exit code.
 pub fn run_captures(
     inputs: &[PathBuf],
     args: &EngineArgs,
+    response_headers: ResponseHeaders,
     mut sink: impl FnMut(Exchange) -> std::io::Result<()>,
 ) -> Result<CaptureRun, i32> {
     let ports = parse_ports(&args.ports).map_err(|e| {
@@ -131,6 +134,7 @@ pub fn run_captures(
     cfg.tcp.memory_cap = args.memory_cap.saturating_mul(1 << 20);
     cfg.tcp.max_flows = args.max_flows.max(1);
     cfg.http.body_sample_bytes = args.body_sample;
+    cfg.http.response_headers = response_headers;
     let mut engine = Engine::new(cfg);
 
     let progress =
@@ -224,6 +228,9 @@ pub fn run_captures(
 /// Connections closed per step at the end of the captures.
 const FINISH_STEP: usize = 4096;
 
+/// The response fields kept when exchanges only feed the learner.
+const LEARNED: ResponseHeaders = ResponseHeaders::Only(contracts::LEARNED_RESPONSE_HEADERS);
+
 /// Exchanges per batch handed to the consumer thread.
 const BATCH: usize = 64;
 
@@ -299,9 +306,15 @@ pub fn run(args: AnalyzeArgs) -> i32 {
         error: None,
     };
 
+    // Written exchanges carry every field; learning reads only a few.
+    let keep = if consumer.out.is_some() {
+        ResponseHeaders::All
+    } else {
+        LEARNED
+    };
     if consumer.learner.is_none() && consumer.out.is_none() {
         // Nothing consumes exchanges: count them and drop them in place.
-        let run = match run_captures(&args.inputs, &args.engine, |_| Ok(())) {
+        let run = match run_captures(&args.inputs, &args.engine, LEARNED, |_| Ok(())) {
             Ok(r) => r,
             Err(code) => return code,
         };
@@ -321,7 +334,7 @@ pub fn run(args: AnalyzeArgs) -> i32 {
         c
     });
     let mut batch: Vec<Exchange> = Vec::with_capacity(BATCH);
-    let run = run_captures(&args.inputs, &args.engine, |ex| {
+    let run = run_captures(&args.inputs, &args.engine, keep, |ex| {
         batch.push(ex);
         if batch.len() >= BATCH {
             let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));

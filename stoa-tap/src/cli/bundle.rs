@@ -14,6 +14,7 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use stoa_tap::http1::ResponseHeaders;
 
 /// Options of `bundle`.
 #[derive(Debug, Args)]
@@ -194,7 +195,7 @@ fn verify(args: VerifyArgs) -> i32 {
         Err(code) => return code,
     };
     let mut verifier = Verifier::new(&b, &RedactionConfig::default());
-    let run = match run_captures(&args.inputs, &args.engine, |ex| {
+    let run = match run_captures(&args.inputs, &args.engine, ResponseHeaders::All, |ex| {
         verifier.observe(&ex);
         Ok(())
     }) {

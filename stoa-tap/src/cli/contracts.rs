@@ -5,6 +5,7 @@ use super::exit;
 use clap::Args;
 use contracts::{Exchange, InferenceConfig, Observations, TemplateHint};
 use std::path::{Path, PathBuf};
+use stoa_tap::http1::ResponseHeaders;
 
 /// Contract options of `analyze`.
 #[derive(Debug, Args)]
@@ -264,7 +265,7 @@ pub(super) fn load_inputs(
     }
     let mut status = exit::OK;
     if !captures.is_empty() {
-        let run = run_captures(&captures, engine, |ex| {
+        let run = run_captures(&captures, engine, ResponseHeaders::All, |ex| {
             obs.observe(&ex);
             each(&ex);
             Ok(())

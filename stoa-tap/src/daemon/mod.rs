@@ -25,6 +25,7 @@ mod state;
 pub use state::{Shared, SourceHealth, SourceProbe};
 
 use crate::decode::decode_tcp;
+use crate::http1::ResponseHeaders;
 use crate::pipeline::{Engine, EngineConfig};
 use crate::source::ebpf::{ProbeBatch, SegmentHead};
 use crate::source::pcap_file::{Capture, Packet};
@@ -430,6 +431,9 @@ impl Daemon {
         engine_cfg.tcp.idle_timeout_ns = cfg.idle_timeout_s.saturating_mul(1_000_000_000);
         engine_cfg.tcp.memory_cap = (cfg.memory_cap_mb << 20) / n;
         engine_cfg.tcp.max_flows = (cfg.max_flows / n).max(1);
+        // Exchanges go nowhere but into the observations.
+        engine_cfg.http.response_headers =
+            ResponseHeaders::Only(contracts::LEARNED_RESPONSE_HEADERS);
 
         let mut worker_tx = Vec::new();
         let mut workers = Vec::new();

@@ -59,6 +59,23 @@ pub struct Http1Config {
     /// Decode gzip / deflate / br bodies for the sample (off: coded bodies get
     /// no sample and `decoded_len == wire_len`).
     pub decode_content: bool,
+    /// Response header fields kept in the exchange.
+    pub response_headers: ResponseHeaders,
+}
+
+/// Which response header fields an exchange keeps. Framing (lengths,
+/// chunking, codings) is read from every field whatever this says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ResponseHeaders {
+    /// Every field, in wire order.
+    #[default]
+    All,
+    /// Only the fields with these names (lowercase; compared ASCII
+    /// case-insensitively), in wire order. For a pipeline that only learns
+    /// contracts ([`contracts::LEARNED_RESPONSE_HEADERS`]): a response's
+    /// other fields (`Date`, `Server`, caching...) are most of the header
+    /// values a parser copies per exchange, for nothing.
+    Only(&'static [&'static str]),
 }
 
 impl Default for Http1Config {
@@ -72,6 +89,7 @@ impl Default for Http1Config {
             max_chunk_size: 1 << 40,
             max_line_bytes: 8 * 1024,
             decode_content: true,
+            response_headers: ResponseHeaders::All,
         }
     }
 }

@@ -2,7 +2,7 @@
 //! used to find a message start again after a gap or garbage.
 
 use super::coding::Coding;
-use super::Http1Config;
+use super::{Http1Config, ResponseHeaders};
 use compact_str::CompactString;
 use contracts::{Header, HttpVersion};
 use std::mem::MaybeUninit;
@@ -202,11 +202,14 @@ pub(super) fn parse_head(kind: Kind, buf: &[u8], cfg: &Http1Config) -> Outcome {
                         reason: CompactString::from(resp.reason.unwrap_or_default()),
                         version: HttpVersion::from_minor(resp.version.unwrap_or(1)),
                         info: framing_info(resp.headers),
-                        headers: convert_headers(
-                            resp.headers,
-                            buf,
-                            head_text(&buf[..n], resp.headers.len(), true),
-                        ),
+                        headers: match cfg.response_headers {
+                            ResponseHeaders::All => convert_headers(
+                                resp.headers,
+                                buf,
+                                head_text(&buf[..n], resp.headers.len(), true),
+                            ),
+                            ResponseHeaders::Only(names) => kept_headers(resp.headers, names),
+                        },
                     };
                     Outcome::Complete(Head::Resp(head), n)
                 }
@@ -259,6 +262,19 @@ fn convert_headers(hs: &[httparse::Header<'_>], buf: &[u8], text: Option<&str>) 
                     None => header_value(h.value),
                 },
             }
+        })
+        .collect()
+}
+
+/// Owned copies of the headers named in `names` (lowercase), in wire order.
+/// Each value is converted on its own: the few kept do not pay for
+/// checking the whole head.
+fn kept_headers(hs: &[httparse::Header<'_>], names: &[&str]) -> Vec<Header> {
+    hs.iter()
+        .filter(|h| names.iter().any(|n| h.name.eq_ignore_ascii_case(n)))
+        .map(|h| Header {
+            name: CompactString::from(h.name),
+            value: header_value(h.value),
         })
         .collect()
 }

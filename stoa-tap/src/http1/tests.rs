@@ -1535,6 +1535,7 @@ fn fuzz_cfg() -> Http1Config {
         max_chunk_size: 1 << 20,
         max_line_bytes: 128,
         decode_content: true,
+        response_headers: ResponseHeaders::All,
     }
 }
 
@@ -1802,4 +1803,63 @@ fn random_odd_request_shapes_keep_the_invariants() {
         assert_eq!(st.exchanges, out.len() as u64);
         assert!(st.malformed_requests + st.http09_requests <= st.requests);
     }
+}
+
+#[test]
+fn response_fields_kept_only_by_name_and_framing_read_from_all() {
+    // Chunked framing and gzip coding come from fields that are not kept;
+    // the kept ones keep wire order, case and the unfolding of obs-fold.
+    let gz = {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(b"{\"a\":1}").expect("gzip");
+        e.finish().expect("gzip")
+    };
+    let mut body = format!("{:x}\r\n", gz.len()).into_bytes();
+    body.extend_from_slice(&gz);
+    body.extend_from_slice(b"\r\n0\r\n\r\n");
+    let mut head = b"HTTP/1.1 200 OK\r\nDate: Sat, 05 Dec 2026 09:00:00 GMT\r\n\
+        Content-TYPE: application/json;\r\n  charset=utf-8\r\nTransfer-Encoding: chunked\r\n\
+        Content-Encoding: gzip\r\nX-Long: one\r\ncontent-type: text/plain\r\n\r\n"
+        .to_vec();
+    head.extend_from_slice(&body);
+    let evs = [
+        req(b"GET /a HTTP/1.1\r\nHost: h\r\nX-Req: 1\r\n\r\n", 1),
+        resp(&head, 2),
+    ];
+    let only = Http1Config {
+        response_headers: ResponseHeaders::Only(&["content-type", "x-long"]),
+        ..Http1Config::default()
+    };
+    let (all, st_all) = run(&evs);
+    let (kept, st_kept) = run_cfg(&only, &evs);
+    assert_eq!(st_kept.parse_errors, 0);
+    assert_eq!((all.len(), kept.len()), (1, 1));
+    let (a, k) = (&all[0], &kept[0]);
+    let names = |ex: &Exchange| -> Vec<String> {
+        ex.response
+            .as_ref()
+            .map(|r| r.headers.iter().map(|h| h.name.to_string()).collect())
+            .unwrap_or_default()
+    };
+    assert_eq!(names(a).len(), 6);
+    assert_eq!(names(k), ["Content-TYPE", "X-Long", "content-type"]);
+    let (ra, rk) = (
+        a.response.as_ref().expect("resp"),
+        k.response.as_ref().expect("resp"),
+    );
+    for h in &rk.headers {
+        assert!(ra.headers.contains(h), "{h:?} differs from the full head's");
+    }
+    assert_eq!(
+        k.response_header("content-type"),
+        Some("application/json; charset=utf-8")
+    );
+    // Everything else is the same: request fields, body, sizes, counters.
+    assert_eq!(rk.body, ra.body);
+    assert_eq!(rk.body.sample, b"{\"a\":1}");
+    assert_eq!(k.request, a.request);
+    assert_eq!((rk.status, &rk.reason), (ra.status, &ra.reason));
+    assert_eq!(st_kept.exchanges, st_all.exchanges);
+    // Split anywhere, the same.
+    assert_eq!(run_cfg(&only, &bytewise(&evs)).0, kept);
 }
