@@ -68,6 +68,18 @@ pub(crate) fn normalize_host(h: &str, out: &mut String) {
         .strip_suffix(":80")
         .or_else(|| h.strip_suffix(":443"))
         .unwrap_or(h);
+    // Nearly every Host is already in normal form: one copy, not one push
+    // per character.
+    if h.len() <= 100
+        && h.bytes().all(|b| {
+            b.is_ascii_lowercase()
+                || b.is_ascii_digit()
+                || matches!(b, b'.' | b'-' | b':' | b'[' | b']' | b'_')
+        })
+    {
+        out.push_str(h);
+        return;
+    }
     for c in h.chars().take(100) {
         if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']' | '_') {
             out.push(c.to_ascii_lowercase());

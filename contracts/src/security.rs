@@ -92,10 +92,11 @@ pub(crate) fn parse_authorization(v: &str) -> Option<AuthHeader<'_>> {
 
 /// Whether a query parameter is an API key.
 pub(crate) fn is_api_key_query(name: &str, value: &str, extra: &[String]) -> bool {
-    let l = name.to_ascii_lowercase();
-    API_KEY_QUERY.contains(&l.as_str())
-        || extra.iter().any(|e| e.eq_ignore_ascii_case(&l))
-        || (MAYBE_KEY_QUERY.contains(&l.as_str())
+    // Compared without a lowercase copy: this runs for every query parameter.
+    let is = |k: &&str| k.eq_ignore_ascii_case(name);
+    API_KEY_QUERY.iter().any(is)
+        || extra.iter().any(|e| e.eq_ignore_ascii_case(name))
+        || (MAYBE_KEY_QUERY.iter().any(is)
             && (crate::shape::looks_random(value) || crate::redact::is_jwt(value)))
 }
 

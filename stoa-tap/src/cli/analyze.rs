@@ -322,13 +322,20 @@ pub fn run(args: AnalyzeArgs) -> i32 {
     }
     // Learning and writing run on their own thread, fed in batches, so the
     // capture thread only parses.
+    // Consumed batches come back to the capture thread, which allocated
+    // their buffers: it frees them into its own pool and parses the next
+    // exchanges into them (no cross-thread free, no allocation per exchange).
     let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Exchange>>(4);
+    let (back_tx, back_rx) = std::sync::mpsc::sync_channel::<Vec<Exchange>>(4);
     let worker = std::thread::spawn(move || {
         let mut c = consumer;
         for batch in rx {
             for ex in &batch {
                 c.consume(ex);
             }
+            // When the capture thread is behind on taking them back, the
+            // batch is simply freed here.
+            let _ = back_tx.try_send(batch);
         }
         c.finish();
         c
@@ -337,7 +344,14 @@ pub fn run(args: AnalyzeArgs) -> i32 {
     let run = run_captures(&args.inputs, &args.engine, keep, |ex| {
         batch.push(ex);
         if batch.len() >= BATCH {
-            let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+            let next = match back_rx.try_recv() {
+                Ok(mut used) => {
+                    stoa_tap::http1::recycle::recycle_all(&mut used);
+                    used
+                }
+                Err(_) => Vec::with_capacity(BATCH),
+            };
+            let full = std::mem::replace(&mut batch, next);
             tx.send(full)
                 .map_err(|_| std::io::Error::other("exchange consumer stopped"))?;
         }

@@ -316,8 +316,9 @@ impl Shared {
         } else {
             self.drop_exchanges("observations_poisoned", n);
         }
-        // Dropped here, by the thread that allocated them.
-        batch.clear();
+        // Freed here, by the thread that allocated them: their buffers go
+        // back to this thread's pool for the next exchanges it parses.
+        crate::http1::recycle::recycle_all(batch);
         true
     }
 

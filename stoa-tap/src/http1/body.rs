@@ -271,7 +271,7 @@ impl BodyAcc {
                             .unwrap_or(usize::MAX)
                             .max(bytes.len())
                             .min(self.sample_cap);
-                        self.sample.reserve_exact(want);
+                        self.sample = super::recycle::sample(want);
                     }
                     append_capped(&mut self.sample, self.sample_cap, bytes);
                 }

@@ -21,6 +21,7 @@
 mod body;
 mod coding;
 mod parse;
+pub mod recycle;
 #[cfg(test)]
 mod tests;
 

@@ -177,7 +177,7 @@ pub(super) fn parse_head(kind: Kind, buf: &[u8], cfg: &Http1Config) -> Outcome {
                 Ok(httparse::Status::Complete(n)) => {
                     let head = ReqHead {
                         method: CompactString::from(req.method.unwrap_or_default()),
-                        target: req.path.unwrap_or_default().to_owned(),
+                        target: super::recycle::string_from(req.path.unwrap_or_default()),
                         version: HttpVersion::from_minor(req.version.unwrap_or(1)),
                         info: framing_info(req.headers),
                         // httparse refuses folded lines in requests here.
@@ -248,35 +248,41 @@ fn count_lf(b: &[u8]) -> usize {
 /// it) and `text` its head from [`head_text`].
 fn convert_headers(hs: &[httparse::Header<'_>], buf: &[u8], text: Option<&str>) -> Vec<Header> {
     let base = buf.as_ptr() as usize;
-    hs.iter()
-        .map(|h| {
-            let fast = text.and_then(|t| {
-                let v = trim_ows(h.value);
-                let off = (v.as_ptr() as usize).checked_sub(base)?;
-                t.get(off..off.checked_add(v.len())?)
-            });
-            Header {
-                name: CompactString::from(h.name),
-                value: match fast {
-                    Some(v) => CompactString::from(v),
-                    None => header_value(h.value),
-                },
-            }
-        })
-        .collect()
+    let mut out = super::recycle::headers(hs.len());
+    out.extend(hs.iter().map(|h| {
+        let fast = text.and_then(|t| {
+            let v = trim_ows(h.value);
+            let off = (v.as_ptr() as usize).checked_sub(base)?;
+            t.get(off..off.checked_add(v.len())?)
+        });
+        Header {
+            name: CompactString::from(h.name),
+            value: match fast {
+                Some(v) => CompactString::from(v),
+                None => header_value(h.value),
+            },
+        }
+    }));
+    out
 }
 
 /// Owned copies of the headers named in `names` (lowercase), in wire order.
 /// Each value is converted on its own: the few kept do not pay for
 /// checking the whole head.
 fn kept_headers(hs: &[httparse::Header<'_>], names: &[&str]) -> Vec<Header> {
-    hs.iter()
-        .filter(|h| names.iter().any(|n| h.name.eq_ignore_ascii_case(n)))
-        .map(|h| Header {
-            name: CompactString::from(h.name),
-            value: header_value(h.value),
-        })
-        .collect()
+    let mut out = Vec::new();
+    for h in hs {
+        if names.iter().any(|n| h.name.eq_ignore_ascii_case(n)) {
+            if out.capacity() == 0 {
+                out = super::recycle::headers(names.len());
+            }
+            out.push(Header {
+                name: CompactString::from(h.name),
+                value: header_value(h.value),
+            });
+        }
+    }
+    out
 }
 
 /// Lossy UTF-8, obs-fold line breaks turned into spaces, trimmed.
