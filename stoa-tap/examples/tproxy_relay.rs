@@ -15,7 +15,7 @@ use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::time::Duration;
 use stoa_tap::flow::CloseReason;
-use stoa_tap::http1::{Connection, Http1Config, Http1Stats};
+use stoa_tap::http1::{recycle, Connection, Http1Config, Http1Stats, ResponseHeaders};
 use stoa_tap::source::tproxy::rules::{self, RuleSpec};
 use stoa_tap::source::tproxy::{self, GuardBackend, GuardSettings, TapReceiver, TproxyConfig};
 use stoa_tap::source::TapEvent;
@@ -146,7 +146,12 @@ fn consume(mut rx: TapReceiver, quiet: bool, nice: i32) -> (Http1Stats, Seen) {
             eprintln!("tproxy_relay: cannot lower the analyzer's priority: {e}");
         }
     }
-    let cfg = Http1Config::default();
+    // Parsed as the daemon parses for learning: of the response fields,
+    // only those the learner reads are kept.
+    let cfg = Http1Config {
+        response_headers: ResponseHeaders::Only(contracts::LEARNED_RESPONSE_HEADERS),
+        ..Http1Config::default()
+    };
     let mut conns: HashMap<u64, Connection> = HashMap::new();
     let mut stats = Http1Stats::default();
     let mut out = Vec::new();
@@ -201,6 +206,7 @@ fn consume(mut rx: TapReceiver, quiet: bool, nice: i32) -> (Http1Stats, Seen) {
                 let mut w = stdout.lock();
                 for x in out.drain(..) {
                     if quiet {
+                        recycle::recycle(x);
                         continue;
                     }
                     let line = json!({
