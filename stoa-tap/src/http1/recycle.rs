@@ -9,30 +9,33 @@
 //! a tenth of the daemon's samples under load (`tests/bench/profile/`).
 //!
 //! The pool is per thread (no locking; a buffer freed on another thread is
-//! simply dropped there) and bounded in count and size, so it holds at most
-//! about [`MAX_POOLED`] small buffers of each kind and [`MAX_POOLED_BYTES`]
-//! of body samples per thread. Only capacity is reused: a buffer always
+//! simply dropped there) and bounded: at most [`MAX_POOLED`] buffers of each
+//! kind and [`MAX_POOLED_BYTES`] of capacity in all, per thread. The count
+//! is sized for a worker's largest batches (a busy probe hands over a few
+//! thousand segments at once, and all their exchanges come back together;
+//! with 256 buffers per kind, a profile of the daemon still showed half the
+//! header lists allocated afresh). Only capacity is reused: a buffer always
 //! comes out empty, so nothing of one exchange can leak into another.
 
 use contracts::{Exchange, Header};
 use std::cell::RefCell;
 
-/// Most buffers kept per kind and thread (a worker's batch of exchanges
-/// comes back at once, so this is about a batch).
-pub const MAX_POOLED: usize = 256;
+/// Most buffers kept per kind and thread.
+pub const MAX_POOLED: usize = 4096;
 /// Largest target string or sample buffer kept, bytes (bigger ones go back
 /// to the allocator).
 const MAX_BUFFER_BYTES: usize = 4096;
 /// Largest header list kept, entries.
 const MAX_HEADER_SLOTS: usize = 64;
-/// Most body-sample bytes (capacity) held per thread.
-pub const MAX_POOLED_BYTES: usize = 512 * 1024;
+/// Most bytes of buffer capacity held per thread, all kinds together.
+pub const MAX_POOLED_BYTES: usize = 4 * 1024 * 1024;
 
 struct Pool {
     strings: Vec<String>,
     headers: Vec<Vec<Header>>,
     samples: Vec<Vec<u8>>,
-    sample_bytes: usize,
+    /// Capacity held, in bytes, all kinds together.
+    bytes: usize,
 }
 
 thread_local! {
@@ -41,7 +44,7 @@ thread_local! {
             strings: Vec::new(),
             headers: Vec::new(),
             samples: Vec::new(),
-            sample_bytes: 0,
+            bytes: 0,
         })
     };
 }
@@ -77,43 +80,63 @@ pub fn recycle_all(batch: &mut Vec<Exchange>) {
     }
 }
 
+/// Whether a buffer of `bytes` capacity fits beside `held` buffers of its kind.
+fn fits(p: &Pool, held: usize, bytes: usize) -> bool {
+    bytes > 0
+        && bytes <= MAX_BUFFER_BYTES
+        && held < MAX_POOLED
+        && p.bytes + bytes <= MAX_POOLED_BYTES
+}
+
 fn keep_string(p: &mut Pool, mut s: String) {
-    if s.capacity() > 0 && s.capacity() <= MAX_BUFFER_BYTES && p.strings.len() < MAX_POOLED {
+    let c = s.capacity();
+    if fits(p, p.strings.len(), c) {
         s.clear();
+        p.bytes += c;
         p.strings.push(s);
     }
 }
 
 fn keep_headers(p: &mut Pool, mut h: Vec<Header>) {
-    if h.capacity() > 0 && h.capacity() <= MAX_HEADER_SLOTS && p.headers.len() < MAX_POOLED {
+    let c = h.capacity() * std::mem::size_of::<Header>();
+    if h.capacity() <= MAX_HEADER_SLOTS && fits(p, p.headers.len(), c) {
         h.clear();
+        p.bytes += c;
         p.headers.push(h);
     }
 }
 
 fn keep_sample(p: &mut Pool, mut s: Vec<u8>) {
     let c = s.capacity();
-    if c > 0
-        && c <= MAX_BUFFER_BYTES
-        && p.samples.len() < MAX_POOLED
-        && p.sample_bytes + c <= MAX_POOLED_BYTES
-    {
+    if fits(p, p.samples.len(), c) {
         s.clear();
-        p.sample_bytes += c;
+        p.bytes += c;
         p.samples.push(s);
     }
 }
 
 /// `text` in an owned string, reusing a pooled one when there is one.
 pub(super) fn string_from(text: &str) -> String {
-    let mut s = with_pool(|p| p.strings.pop()).flatten().unwrap_or_default();
+    let mut s = with_pool(|p| {
+        let s = p.strings.pop()?;
+        p.bytes -= s.capacity();
+        Some(s)
+    })
+    .flatten()
+    .unwrap_or_default();
     s.push_str(text);
     s
 }
 
 /// An empty header list with room for `n` entries.
 pub(super) fn headers(n: usize) -> Vec<Header> {
-    let mut h = with_pool(|p| p.headers.pop()).flatten().unwrap_or_default();
+    let mut h = with_pool(|p| {
+        let h = p.headers.pop()?;
+        p.bytes -= h.capacity() * std::mem::size_of::<Header>();
+        Some(h)
+    })
+    .flatten()
+    .unwrap_or_default();
     h.reserve_exact(n);
     h
 }
@@ -122,7 +145,7 @@ pub(super) fn headers(n: usize) -> Vec<Header> {
 pub(super) fn sample(n: usize) -> Vec<u8> {
     let mut s = with_pool(|p| {
         let s = p.samples.pop()?;
-        p.sample_bytes -= s.capacity();
+        p.bytes -= s.capacity();
         Some(s)
     })
     .flatten()
@@ -151,16 +174,22 @@ mod tests {
             with_pool(|p| keep_sample(p, Vec::with_capacity(MAX_BUFFER_BYTES + 1)));
             assert_eq!(with_pool(|p| p.samples.len()), Some(0));
 
-            // Count and byte bounds.
+            // The count bound: small strings stop at MAX_POOLED.
             for _ in 0..(MAX_POOLED * 2) {
-                with_pool(|p| keep_sample(p, Vec::with_capacity(MAX_BUFFER_BYTES)));
                 with_pool(|p| keep_string(p, String::with_capacity(8)));
             }
-            let (n, bytes, strings) =
-                with_pool(|p| (p.samples.len(), p.sample_bytes, p.strings.len())).unwrap();
+            assert_eq!(with_pool(|p| p.strings.len()), Some(MAX_POOLED));
+            // The byte bound, over all kinds.
+            for _ in 0..(MAX_POOLED * 2) {
+                with_pool(|p| keep_sample(p, Vec::with_capacity(MAX_BUFFER_BYTES)));
+            }
+            let (n, bytes) = with_pool(|p| (p.samples.len(), p.bytes)).unwrap();
             assert!(bytes <= MAX_POOLED_BYTES, "{bytes}");
-            assert_eq!(n, MAX_POOLED_BYTES / MAX_BUFFER_BYTES);
-            assert_eq!(strings, MAX_POOLED);
+            assert_eq!(n, (MAX_POOLED_BYTES - MAX_POOLED * 8) / MAX_BUFFER_BYTES);
+            // Taking buffers out gives their bytes back.
+            let _ = sample(1);
+            let _ = string_from("x");
+            assert_eq!(with_pool(|p| p.bytes), Some(bytes - MAX_BUFFER_BYTES - 8));
 
             let t = string_from("/a/b");
             assert_eq!(t, "/a/b");
