@@ -314,7 +314,11 @@ pub fn run(args: AnalyzeArgs) -> i32 {
     };
     if consumer.learner.is_none() && consumer.out.is_none() {
         // Nothing consumes exchanges: count them and drop them in place.
-        let run = match run_captures(&args.inputs, &args.engine, LEARNED, |_| Ok(())) {
+        let run = match run_captures(&args.inputs, &args.engine, LEARNED, |ex| {
+            // Its buffers serve the next exchanges parsed.
+            stoa_tap::http1::recycle::recycle(ex);
+            Ok(())
+        }) {
             Ok(r) => r,
             Err(code) => return code,
         };
