@@ -139,7 +139,12 @@ fn main() {
     let _ = writeln!(out, "{ready}");
     let _ = out.flush();
 
-    let mut engine = Engine::new(EngineConfig::default());
+    // Parsed as the daemon parses for learning: of the response fields,
+    // only those the learner reads are kept (printing reads none).
+    let mut cfg = EngineConfig::default();
+    cfg.http.response_headers =
+        stoa_tap::http1::ResponseHeaders::Only(contracts::LEARNED_RESPONSE_HEADERS);
+    let mut engine = Engine::new(cfg);
     let feed = |engine: &mut Engine, batch: stoa_tap::source::FrameBatch| {
         batch.iter().for_each(|p| engine.packet(&p));
     };
@@ -154,6 +159,7 @@ fn main() {
                 });
                 let _ = writeln!(out, "{line}");
             }
+            stoa_tap::http1::recycle::recycle(ex);
         }
     };
 
