@@ -20,6 +20,11 @@ use stoa_tap::source::tproxy::rules::{self, RuleSpec};
 use stoa_tap::source::tproxy::{self, GuardBackend, GuardSettings, TapReceiver, TproxyConfig};
 use stoa_tap::source::TapEvent;
 
+// The daemon's allocator (src/main.rs), so that the benchmark measures the
+// relay as it ships.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 struct Args {
     /// Transparent listen address.

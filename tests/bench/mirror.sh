@@ -4,6 +4,8 @@
 #     tests/bench/mirror.sh                       # 30 s, 32 connections
 #     DURATION=10 CONNS=64 tests/bench/mirror.sh
 #     RPS=1 tests/bench/mirror.sh                 # steer m1's frames to one CPU
+#     LIVE_CAPTURE_BIN=/path/to/older/live_capture tests/bench/mirror.sh
+#                                                 # an older build (before/after runs)
 #
 # Topology from tests/netns/mirror_topology.sh: client ns -- veth -- gateway ns
 # (nginx on :5555, pre-built Content-Length JSON responses, 1 worker), tc
@@ -24,8 +26,12 @@ THREADS="${THREADS:-1}"
 . "$ROOT/tests/bench/common.sh"
 need_tools wrk nginx ethtool
 
-cargo build --release -q -p stoa-tap --example live_capture
-BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/live_capture"
+if [ -n "${LIVE_CAPTURE_BIN:-}" ]; then
+    BIN="$LIVE_CAPTURE_BIN"
+else
+    cargo build --release -q -p stoa-tap --example live_capture
+    BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/live_capture"
+fi
 
 P="stb$$x"
 WORK="$(mktemp -d /tmp/stoa-mirror-bench.XXXXXX)"
@@ -87,4 +93,5 @@ print(f"mirror veth drops             m1 rx_dropped {sys.argv[4]}, m0 tx_dropped
 w = stats["wall_s"]
 print(f"CPU capture thread            {stats['capture_cpu_s']:.2f} s  ({100*stats['capture_cpu_s']/w:.1f} % of one core)")
 print(f"CPU whole process             {stats['process_cpu_s']:.2f} s  ({100*stats['process_cpu_s']/w:.1f} % of one core; capture + engine)")
+print(f"CPU per million exchanges      {1e6*stats['process_cpu_s']/max(1, seen):.2f} s  (whole process)")
 PY

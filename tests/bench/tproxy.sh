@@ -10,9 +10,10 @@
 #
 # usage: sudo tests/bench/tproxy.sh [DURATION_S=10] [BODY_BYTES=1024] [ROUNDS=1]
 # Each round measures, at 1 connection (1 wrk thread) and at 32 connections
-# (2 wrk threads), back to back: direct, stoa-tap, HAProxy (and the
-# COMPARE_BIN relay when set), so that a burst of load from elsewhere on the
-# machine skews every side of a ratio alike. Printed: one row per
+# (2 wrk threads), back to back: direct, then stoa-tap, HAProxy (and the
+# COMPARE_BIN relay when set), the relays in reverse order every other
+# round, so that a burst of load from elsewhere on the machine skews every
+# side of a ratio alike and no relay always runs in the same position. Printed: one row per
 # measurement (wrk requests/s, ratio to the direct run of the same round,
 # p50/p99, p99 added to direct, and the relay process's CPU time per request
 # including its analyzer thread), then the median per load and variant.
@@ -157,13 +158,20 @@ for round in $(seq "$ROUNDS"); do
     for load in "1 1" "2 32"; do
         set -- $load
         echo "$round $2 direct $(run "direct-r$round-c$2" 5556 "$1" "$2")" >> "$WORK/rows"
-        echo "$round $2 stoa-tap $(run "relay-r$round-c$2" 5555 "$1" "$2" "$RELAY_PID")" >> "$WORK/rows"
-        if [ "$REFERENCE" = haproxy ]; then
-            echo "$round $2 haproxy $(run "haproxy-r$round-c$2" 5557 "$1" "$2" "$HAPROXY_PID")" >> "$WORK/rows"
-        fi
-        if [ -n "$COMPARE_BIN" ]; then
-            echo "$round $2 compare $(run "compare-r$round-c$2" 5558 "$1" "$2" "$COMPARE_PID")" >> "$WORK/rows"
-        fi
+        # The relays run in turn after direct; their order is reversed every
+        # other round so that no relay always runs in the same position
+        # (right after direct, or last).
+        order="stoa-tap"
+        [ "$REFERENCE" = haproxy ] && order="$order haproxy"
+        [ -n "$COMPARE_BIN" ] && order="$order compare"
+        [ $((round % 2)) = 0 ] && order=$(echo "$order" | tr ' ' '\n' | tac | tr '\n' ' ')
+        for v in $order; do
+            case $v in
+            stoa-tap) echo "$round $2 stoa-tap $(run "relay-r$round-c$2" 5555 "$1" "$2" "$RELAY_PID")" ;;
+            haproxy) echo "$round $2 haproxy $(run "haproxy-r$round-c$2" 5557 "$1" "$2" "$HAPROXY_PID")" ;;
+            compare) echo "$round $2 compare $(run "compare-r$round-c$2" 5558 "$1" "$2" "$COMPARE_PID")" ;;
+            esac >> "$WORK/rows"
+        done
     done
 done
 echo "after the rounds: $(uptime | sed 's/.*load/load/')"
@@ -199,6 +207,17 @@ for (conns, var), v in sorted(per.items(), key=lambda kv: (kv[0][0], ["direct", 
                  "%.0f" % med(x[3] for x in v),
                  "-" if var == "direct" else "%.0f" % med(x[1] for x in v),
                  "%.1f" % med(cpus) if cpus else "-"))
+# Paired by round: the two relays' throughput measured in the same round,
+# which cancels what a round's load did to both.
+pairs = {}
+for rnd, conns, var, rps, *_ in rows:
+    pairs.setdefault((int(conns), rnd), {})[var] = float(rps)
+for conns in sorted({c for c, _ in pairs}):
+    q = [p["stoa-tap"] / p["haproxy"] for (c, _), p in sorted(pairs.items())
+         if c == conns and "stoa-tap" in p and "haproxy" in p]
+    if q:
+        print("%5d  stoa-tap / haproxy throughput, per round: %s; median %.3f; stoa-tap ahead in %d of %d" % (
+            conns, " ".join("%.3f" % x for x in q), med(q), sum(x >= 1 for x in q), len(q)))
 PY
 
 if [ "$REFERENCE" = haproxy ] && ! ip netns exec "$T" ss -Htln 'sport = :15002' | grep -q .; then
