@@ -67,10 +67,11 @@
 //!   1.28 us per request. Of ours, the runtime and the pumps take about
 //!   1.2 us, the analyzer thread (parsing every exchange) about 0.75 us,
 //!   the tap copies and the allocator about 0.2 us. System calls per
-//!   request: 4.2 here, 4.8 for HAProxy. Trimming a clock read per chunk,
-//!   the random start of `select!` and the allocator (mimalloc, as the
-//!   daemon ships) changed nothing measurable (same-run A/B with
-//!   `COMPARE_BIN`, 4 rounds: 15.3 us per request either way).
+//!   request: 4.2 here, 4.8 for HAProxy. One clock read per chunk instead
+//!   of two, a `biased` `select!` and mimalloc in the benchmark's relay
+//!   changed nothing measurable together (same-run A/B with `COMPARE_BIN`,
+//!   4 rounds: 15.3 us per request either way); only mimalloc was kept,
+//!   because the daemon ships with it.
 //! - The analyzer (the example's consumer) saw 100.00 % of the exchanges in
 //!   the final run; in one run at load 7-9 it fell behind and 10 % of the
 //!   copies were dropped (and counted as gaps), while the relay itself
