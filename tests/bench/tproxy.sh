@@ -13,10 +13,11 @@
 # (2 wrk threads), back to back: direct, then stoa-tap, HAProxy (and the
 # COMPARE_BIN relay when set), the relays in reverse order every other
 # round, so that a burst of load from elsewhere on the machine skews every
-# side of a ratio alike and no relay always runs in the same position. Printed: one row per
-# measurement (wrk requests/s, ratio to the direct run of the same round,
-# p50/p99, p99 added to direct, and the relay process's CPU time per request
-# including its analyzer thread), then the median per load and variant.
+# side of a ratio alike and no relay always runs in the same position.
+# Printed: one row per measurement (wrk requests/s, ratio to the direct run
+# of the same round, p50/p99, p99 added to direct, and the relay process's
+# CPU time per request including its analyzer thread), then the median per
+# load and variant, and stoa-tap's throughput over HAProxy's round by round.
 # env RELAY_ARGS: extra tproxy_relay options (e.g. "--workers 1", "--stall")
 # env REFERENCE=haproxy|none (default haproxy, installed if missing): also measure
 # HAProxy in TCP mode as a transparent relay (TPROXY on :5557, `usesrc
@@ -166,11 +167,13 @@ for round in $(seq "$ROUNDS"); do
         [ -n "$COMPARE_BIN" ] && order="$order compare"
         [ $((round % 2)) = 0 ] && order=$(echo "$order" | tr ' ' '\n' | tac | tr '\n' ' ')
         for v in $order; do
+            # variant -> wrk output name, diverted port, process measured
             case $v in
-            stoa-tap) echo "$round $2 stoa-tap $(run "relay-r$round-c$2" 5555 "$1" "$2" "$RELAY_PID")" ;;
-            haproxy) echo "$round $2 haproxy $(run "haproxy-r$round-c$2" 5557 "$1" "$2" "$HAPROXY_PID")" ;;
-            compare) echo "$round $2 compare $(run "compare-r$round-c$2" 5558 "$1" "$2" "$COMPARE_PID")" ;;
-            esac >> "$WORK/rows"
+            stoa-tap) set -- "$1" "$2" relay 5555 "$RELAY_PID" ;;
+            haproxy) set -- "$1" "$2" haproxy 5557 "$HAPROXY_PID" ;;
+            compare) set -- "$1" "$2" compare 5558 "$COMPARE_PID" ;;
+            esac
+            echo "$round $2 $v $(run "$3-r$round-c$2" "$4" "$1" "$2" "$5")" >> "$WORK/rows"
         done
     done
 done
@@ -213,7 +216,8 @@ pairs = {}
 for rnd, conns, var, rps, *_ in rows:
     pairs.setdefault((int(conns), rnd), {})[var] = float(rps)
 for conns in sorted({c for c, _ in pairs}):
-    q = [p["stoa-tap"] / p["haproxy"] for (c, _), p in sorted(pairs.items())
+    q = [p["stoa-tap"] / p["haproxy"]
+         for (c, _), p in sorted(pairs.items(), key=lambda kv: (kv[0][0], int(kv[0][1])))
          if c == conns and "stoa-tap" in p and "haproxy" in p]
     if q:
         print("%5d  stoa-tap / haproxy throughput, per round: %s; median %.3f; stoa-tap ahead in %d of %d" % (
